@@ -1,0 +1,215 @@
+"""Every setting of runbox, read once from the environment and validated at start.
+
+Each field maps to an environment variable named ``RUNBOX_`` plus the field name in upper
+case (``RUNBOX_AMQP_URL``, ``RUNBOX_ROLES``...). Nothing else in the package reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def hash_key(key: str) -> str:
+    """The stored form of an API key: keys are compared by hash and never kept in clear."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyTier:
+    """Rate and concurrency allowances for one API key (or for anonymous clients)."""
+
+    name: str
+    rate_per_s: float
+    burst: int
+    max_concurrent_jobs: int
+    max_streams: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration. Build it with :meth:`from_env`; tests build it directly."""
+
+    roles: tuple[str, ...] = ("gateway", "executor")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_prefix: str = "runbox"
+    publish_timeout_s: float = 5.0
+    delivery_limit: int = 3
+    queue_max_length: int = 1000
+    events_max_age: str = "1D"
+    events_lookback_s: float = 600.0
+    events_cache_jobs: int = 20000
+
+    docker_url: str = "unix:///var/run/docker.sock"
+    runtime: str = "runc"
+    runtime_overrides: tuple[str, ...] = ()  # "language=runtime" pairs
+    executor_name: str = ""
+    pool_min: int = 1
+    pool_size: int = 5
+    pool_max: int = 8
+    pool_overrides: tuple[str, ...] = ()  # "language=min:target:max"
+    container_max_uses: int = 200
+    max_running: int = 0  # 0: twice the host's cores
+    memory_budget_mb: int = 8192
+    languages: tuple[str, ...] = ()  # empty: every language whose image exists
+    sandbox_cpus: float = 1.0
+
+    max_body_kb: int = 2048
+    retry_after_s: int = 2
+    require_keys: bool = False
+    api_keys: tuple[str, ...] = ()  # "tier:sha256hex" or "tier:plain:KEY" entries
+    anonymous_rate_per_s: float = 5.0
+    anonymous_burst: int = 20
+    anonymous_max_concurrent: int = 8
+    anonymous_max_streams: int = 16
+    tiers: tuple[str, ...] = ("standard=20:60:16:64", "premium=100:300:64:256")
+    trusted_proxies: tuple[str, ...] = ()
+    gateway_count: int = 1
+    allow_anonymous_playground: bool = True
+
+    log_level: str = "INFO"
+    fault_crash_marker: str = ""  # tests only: an executor exits when a job's source holds it
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``RUNBOX_*`` variable, converting and checking its type."""
+        env = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = "RUNBOX_" + f.name.upper()
+            if name not in env:
+                continue
+            raw = env[name]
+            kind = hints[f.name]
+            try:
+                if kind is bool:
+                    if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError(raw)
+                    values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                elif kind is int:
+                    values[f.name] = int(raw)
+                elif kind is float:
+                    values[f.name] = float(raw)
+                elif kind == tuple[str, ...]:
+                    values[f.name] = _split(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not a valid {kind}") from exc
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject combinations that cannot work, naming the variable to fix."""
+        unknown = set(self.roles) - {"gateway", "executor"}
+        if unknown or not self.roles:
+            raise ConfigError(f"RUNBOX_ROLES must name gateway and/or executor, not {self.roles!r}")
+        if self.runtime not in ("runc", "runsc"):
+            raise ConfigError(f"RUNBOX_RUNTIME must be runc or runsc, not {self.runtime!r}")
+        if not 0 <= self.pool_min <= self.pool_size <= self.pool_max:
+            raise ConfigError("pool sizes must satisfy 0 <= RUNBOX_POOL_MIN <= RUNBOX_POOL_SIZE <= RUNBOX_POOL_MAX")
+        if self.delivery_limit < 1:
+            raise ConfigError("RUNBOX_DELIVERY_LIMIT must be at least 1")
+        self.tier_table()
+        self.key_table()
+        self.pool_table()
+        self.runtime_table()
+
+    # --- derived views ---------------------------------------------------------------------
+    @property
+    def executor_id(self) -> str:
+        """Stable name of this executor; a restarted executor removes its predecessor's containers."""
+        return self.executor_name or socket.gethostname()
+
+    @property
+    def running_slots(self) -> int:
+        """How many jobs this executor runs at once."""
+        return self.max_running or 2 * (os.cpu_count() or 1)
+
+    def anonymous_tier(self) -> KeyTier:
+        return KeyTier(
+            "anonymous",
+            self.anonymous_rate_per_s,
+            self.anonymous_burst,
+            self.anonymous_max_concurrent,
+            self.anonymous_max_streams,
+        )
+
+    def tier_table(self) -> dict[str, KeyTier]:
+        """Tiers by name, from ``name=rate:burst:concurrent:streams`` entries."""
+        table = {"anonymous": self.anonymous_tier()}
+        for entry in self.tiers:
+            try:
+                name, spec = entry.split("=", 1)
+                rate, burst, concurrent, streams = spec.split(":")
+                table[name] = KeyTier(name, float(rate), int(burst), int(concurrent), int(streams))
+            except ValueError as exc:
+                raise ConfigError(f"RUNBOX_TIERS entry {entry!r} is not name=rate:burst:jobs:streams") from exc
+        return table
+
+    def key_table(self) -> dict[str, str]:
+        """Map of sha256(key) to tier name, from ``tier:sha256hex`` or ``tier:plain:KEY`` entries."""
+        tiers = self.tier_table()
+        table: dict[str, str] = {}
+        for entry in self.api_keys:
+            parts = entry.split(":", 2)
+            if len(parts) == 3 and parts[1] == "plain":
+                tier, digest = parts[0], hash_key(parts[2])
+            elif len(parts) == 2 and len(parts[1]) == 64:
+                tier, digest = parts[0], parts[1].lower()
+            else:
+                raise ConfigError("RUNBOX_API_KEYS entries are tier:sha256hex or tier:plain:KEY")
+            if tier not in tiers:
+                raise ConfigError(f"RUNBOX_API_KEYS names unknown tier {tier!r}")
+            table[digest] = tier
+        return table
+
+    def pool_table(self) -> dict[str, tuple[int, int, int]]:
+        """Per-language (min, target, max) pool sizes that differ from the defaults."""
+        table: dict[str, tuple[int, int, int]] = {}
+        for entry in self.pool_overrides:
+            try:
+                lang, spec = entry.split("=", 1)
+                lo, target, hi = (int(x) for x in spec.split(":"))
+            except ValueError as exc:
+                raise ConfigError(f"RUNBOX_POOL_OVERRIDES entry {entry!r} is not lang=min:target:max") from exc
+            if not 0 <= lo <= target <= hi:
+                raise ConfigError(f"RUNBOX_POOL_OVERRIDES entry {entry!r} needs min <= target <= max")
+            table[lang] = (lo, target, hi)
+        return table
+
+    def pool_sizes(self, language: str) -> tuple[int, int, int]:
+        return self.pool_table().get(language, (self.pool_min, self.pool_size, self.pool_max))
+
+    def runtime_table(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        for entry in self.runtime_overrides:
+            lang, _, runtime = entry.partition("=")
+            if runtime not in ("runc", "runsc"):
+                raise ConfigError(f"RUNBOX_RUNTIME_OVERRIDES entry {entry!r} must be language=runc|runsc")
+            table[lang] = runtime
+        return table
+
+    def runtime_for(self, language: str) -> str:
+        return self.runtime_table().get(language, self.runtime)
+

@@ -1,0 +1,272 @@
+"""Warm sandbox containers per language, kept ready ahead of demand.
+
+A pool keeps ``target`` containers idle or warming. A job takes an idle one at once; after
+the job the agent scrubs the container and it returns to the pool, unless it has served
+``container_max_uses`` jobs, its scrub left a trace, or it broke, in which case it is
+removed and a fresh one is warmed in the background. The target adapts: a pool with demand
+grows toward its maximum, one left idle for ``SHRINK_AFTER_S`` shrinks to its minimum, and
+all pools together stay within the executor's memory budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+
+import docker
+
+from app.config import Settings
+from app.executor.sandbox import Sandbox, SandboxError, container_memory_mb, container_options
+from app.languages import Language, Limits
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+SHRINK_AFTER_S = 120.0
+HEALTH_INTERVAL_S = 5.0
+
+
+class Budget:
+    """Memory shared by all pools of an executor; a pool warms a container only if it fits."""
+
+    def __init__(self, total_mb: int) -> None:
+        self.total_mb = total_mb
+        self.used_mb = 0
+
+    def take(self, mb: int) -> bool:
+        if self.used_mb + mb > self.total_mb:
+            return False
+        self.used_mb += mb
+        return True
+
+    def give(self, mb: int) -> None:
+        self.used_mb = max(0, self.used_mb - mb)
+
+
+class Pool:
+    """The warm containers of one language."""
+
+    def __init__(
+        self,
+        language: Language,
+        settings: Settings,
+        client: docker.DockerClient,
+        metrics: Metrics,
+        budget: Budget,
+    ) -> None:
+        self.language = language
+        self.settings = settings
+        self.client = client
+        self.metrics = metrics
+        self.budget = budget
+        self.minimum, self.size, self.maximum = settings.pool_sizes(language.name)
+        self.target = self.size
+        self.limits = language.default_limits
+        self.runtime = settings.runtime_for(language.name)
+        self.memory_mb = container_memory_mb(language, self.limits)
+        self.idle: deque[Sandbox] = deque()
+        self.busy = 0
+        self.warming = 0
+        self.waiters = 0
+        self._failures = 0
+        self._last_demand = time.monotonic()
+        self._peak_busy = 0
+        self._wakeup = asyncio.Event()
+        self._available = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._maintain(), name=f"pool-{self.language.name}")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self.idle:
+            await self._remove(self.idle.popleft())
+
+    @property
+    def ready(self) -> int:
+        return len(self.idle)
+
+    def full(self) -> bool:
+        return len(self.idle) >= self.target
+
+    def _report(self) -> None:
+        name = self.language.name
+        self.metrics.pool_containers.labels(name, "idle").set(len(self.idle))
+        self.metrics.pool_containers.labels(name, "busy").set(self.busy)
+        self.metrics.pool_containers.labels(name, "warming").set(self.warming)
+        self.metrics.pool_target.labels(name).set(self.target)
+        self.metrics.pool_max.labels(name).set(self.maximum)
+
+    # --- warming -----------------------------------------------------------------------------
+    def _options(self, limits: Limits) -> dict[str, object]:
+        return container_options(
+            self.language,
+            limits,
+            runtime=self.runtime,
+            executor_id=self.settings.executor_id,
+            cpus=self.settings.sandbox_cpus,
+        )
+
+    async def _new_sandbox(self, limits: Limits) -> Sandbox:
+        sandbox = Sandbox(self.client, self.language, limits, self._options(limits))
+        began = time.monotonic()
+        try:
+            await sandbox.start()
+        except SandboxError:
+            self.metrics.container_events.labels(self.language.name, "failed").inc()
+            raise
+        self.metrics.container_start.labels(self.language.name).observe(time.monotonic() - began)
+        self.metrics.container_events.labels(self.language.name, "created").inc()
+        return sandbox
+
+    async def _warm_one(self) -> None:
+        try:
+            sandbox = await self._new_sandbox(self.limits)
+        except SandboxError as exc:
+            self._failures += 1
+            self.budget.give(self.memory_mb)
+            log.error("warming failed", extra={"language": self.language.name, "error": str(exc)})
+            await asyncio.sleep(min(30.0, 0.5 * 2 ** min(self._failures, 6)))
+            return
+        finally:
+            self.warming -= 1
+            self._wakeup.set()
+        self._failures = 0
+        await self._offer(sandbox)
+
+    async def _offer(self, sandbox: Sandbox) -> None:
+        async with self._available:
+            self.idle.append(sandbox)
+            self._available.notify()
+        self._report()
+
+    def _spawn(self, coro: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _adapt(self) -> None:
+        now = time.monotonic()
+        if self.busy or self.waiters:
+            self._last_demand = now
+        self._peak_busy = max(self._peak_busy, self.busy + self.waiters)
+        if now - self._last_demand > SHRINK_AFTER_S:
+            self.target = self.minimum
+            self._peak_busy = 0
+        else:
+            self.target = max(self.minimum, min(self.maximum, max(self.size, self._peak_busy + 2)))
+
+    async def _maintain(self) -> None:
+        """Keep idle + warming at the target; replace dead containers; shrink when idle."""
+        last_health = time.monotonic()
+        while not self._closing:
+            self._adapt()
+            if self._failures == 0 or self.warming == 0:
+                want = min(self.target, self.maximum - self.busy) - len(self.idle) - self.warming
+                want = max(want, self.waiters - self.warming)
+                for _ in range(max(0, want)):
+                    if not self.budget.take(self.memory_mb):
+                        break
+                    self.warming += 1
+                    self._spawn(self._warm_one())
+            while len(self.idle) > self.target and self.waiters == 0:
+                self._spawn(self._remove(self.idle.popleft()))
+            if time.monotonic() - last_health > HEALTH_INTERVAL_S:
+                last_health = time.monotonic()
+                for sandbox in [s for s in self.idle if not s.alive]:
+                    self.idle.remove(sandbox)
+                    self.metrics.container_events.labels(self.language.name, "failed").inc()
+                    self._spawn(self._remove(sandbox))
+            self._report()
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+
+    # --- lending -----------------------------------------------------------------------------
+    def fits(self, limits: Limits) -> bool:
+        """Whether a warm container (sized for the default limits) can take these limits."""
+        return limits.memory_mb == self.limits.memory_mb and limits.processes == self.limits.processes
+
+    async def acquire(self, limits: Limits) -> Sandbox:
+        """A started, clean sandbox for a job with ``limits``; warm when the limits allow."""
+        if not self.fits(limits):
+            # Memory and process caps are fixed at container creation: a job asking for
+            # other values gets a fresh container of its own, removed after the job.
+            self.busy += 1
+            try:
+                sandbox = await self._new_sandbox(limits)
+            except BaseException:
+                self.busy -= 1
+                raise
+            sandbox.dirty = True
+            return sandbox
+        self.waiters += 1
+        self._wakeup.set()
+        try:
+            async with self._available:
+                while True:
+                    while self.idle:
+                        sandbox = self.idle.pop()
+                        if sandbox.alive:
+                            self.busy += 1
+                            return sandbox
+                        self._spawn(self._remove(sandbox))
+                    await self._available.wait()
+        finally:
+            self.waiters -= 1
+            self._wakeup.set()
+            self._report()
+
+    def release(self, sandbox: Sandbox, reusable: bool) -> None:
+        """Give a sandbox back after its job; it rejoins the pool once its scrub is confirmed."""
+        self.busy -= 1
+        self._spawn(self._recycle(sandbox, reusable))
+        self._wakeup.set()
+
+    async def _recycle(self, sandbox: Sandbox, reusable: bool) -> None:
+        keep = (
+            reusable
+            and not sandbox.dirty
+            and sandbox.uses < self.settings.container_max_uses
+            and sandbox.alive
+            and not self._closing
+            and len(self.idle) < self.target
+        )
+        if keep and await sandbox.wait_ready():
+            self.metrics.container_events.labels(self.language.name, "reused").inc()
+            await self._offer(sandbox)
+            return
+        self.metrics.container_events.labels(self.language.name, "recycled").inc()
+        await self._remove(sandbox)
+
+    async def _remove(self, sandbox: Sandbox) -> None:
+        await sandbox.destroy()
+        if self.fits(sandbox.limits):
+            self.budget.give(self.memory_mb)
+        self.metrics.container_events.labels(self.language.name, "removed").inc()
+        self._wakeup.set()
+        self._report()
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            "idle": len(self.idle),
+            "busy": self.busy,
+            "warming": self.warming,
+            "target": self.target,
+            "max": self.maximum,
+        }
+

@@ -1,0 +1,330 @@
+"""The executor: takes jobs from RabbitMQ as capacity allows and runs them in warm sandboxes.
+
+Event-driven: a delivery (job arrived) waits for a run slot, then for a warm container;
+a finished job frees both and the pool refills in the background. Each language has its
+own queue and consumer whose prefetch equals its pool's maximum, so a backlog waits durably
+in RabbitMQ, never in this process; run slots are handed out round-robin between
+languages, so a flood in one language does not starve the others.
+
+Ack or nack is decided in one place, :meth:`Executor._handle`: a job is acked only after its
+terminal event is confirmed by RabbitMQ. A system failure (the sandbox broke) returns the
+job to its queue for another attempt; after the delivery limit RabbitMQ dead-letters it and
+:meth:`Executor._dead_letter` ends it ``failed``. A program's own crash is a result, never
+retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import OrderedDict, deque
+from typing import Any
+
+import docker
+from aio_pika.abc import AbstractIncomingMessage
+
+from app.broker import Broker, BrokerUnavailable, Consumer, delivery_attempt
+from app.config import Settings
+from app.executor.pool import Budget, Pool
+from app.executor.sandbox import Sandbox, SandboxError, agent_job, remove_leftovers
+from app.languages import Language, Registry
+from app.messages import Event, Job, empty_result, failed_state
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+DEADLINE_SLACK_S = 10.0
+
+
+class FairSlots:
+    """A counting semaphore that serves waiting languages in rotation."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+
+    async def acquire(self, language: str) -> None:
+        if self.used < self.capacity and not self._waiting:
+            self.used += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(language, deque()).append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()
+            else:
+                queue = self._waiting.get(language)
+                if queue is not None and future in queue:
+                    queue.remove(future)
+                    if not queue:
+                        del self._waiting[language]
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            language, queue = next(iter(self._waiting.items()))
+            future = queue.popleft()
+            # Rotate: the language just served goes to the back of the line.
+            del self._waiting[language]
+            if queue:
+                self._waiting[language] = queue
+            if not future.done():
+                future.set_result(None)
+                return
+        self.used -= 1
+
+
+class JobRun:
+    """Publishes one attempt's events in order, confirming them together before the result."""
+
+    def __init__(self, broker: Broker, job: Job, attempt: int) -> None:
+        self.broker = broker
+        self.job = job
+        self.attempt = attempt
+        self.n = 0
+        self._pending: list[asyncio.Task[None]] = []
+
+    def emit(self, name: str, data: dict[str, Any]) -> None:
+        """Publish without waiting; order holds on the channel and errors surface in :meth:`finish`."""
+        self.n += 1
+        event = Event(job=self.job.id, name=name, data=data, attempt=self.attempt, n=self.n)
+        self._pending.append(asyncio.create_task(self.broker.publish_event(event)))
+
+    async def finish(self, state: dict[str, Any]) -> None:
+        """Publish the terminal event after every earlier one is confirmed."""
+        if self._pending:
+            await asyncio.gather(*self._pending)
+        self.n += 1
+        await self.broker.publish_event(
+            Event(job=self.job.id, name="result", data=state, attempt=self.attempt, n=self.n)
+        )
+
+    def abandon(self) -> None:
+        for task in self._pending:
+            task.cancel()
+
+
+class Executor:
+    """Consumes every language's queue and the dead-letter queue."""
+
+    def __init__(self, settings: Settings, registry: Registry, broker: Broker, metrics: Metrics) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.broker = broker
+        self.metrics = metrics
+        self.client = docker.DockerClient(base_url=settings.docker_url, timeout=60, max_pool_size=32)
+        self.budget = Budget(settings.memory_budget_mb)
+        self.pools: dict[str, Pool] = {}
+        self.slots = FairSlots(settings.running_slots)
+        self.consumers: list[Consumer] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
+
+    async def start(self) -> None:
+        removed = await asyncio.to_thread(remove_leftovers, self.client, self.settings.executor_id)
+        if removed:
+            log.info("removed leftover sandboxes", extra={"count": removed})
+        self.metrics.executor_slots.set(self.slots.capacity)
+        for language in self.registry:
+            pool = Pool(language, self.settings, self.client, self.metrics, self.budget)
+            self.pools[language.name] = pool
+            pool.start()
+        await self.broker.wait_connected()
+        for language in self.registry:
+            await self.broker.declare_jobs(language.name)
+            pool = self.pools[language.name]
+            self.consumers.append(
+                await self.broker.consume_jobs(language.name, pool.maximum, self._on_delivery(language))
+            )
+        self.consumers.append(await self.broker.consume_dead(self._dead_letter))
+        log.info("executor consuming", extra={"languages": self.registry.names(), "slots": self.slots.capacity})
+
+    async def warm(self, timeout: float) -> bool:
+        """Wait until every pool holds its target of idle containers."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if all(p.full() for p in self.pools.values()):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking jobs, let running ones finish (or hand them back), remove every container."""
+        self._draining = True
+        for consumer in self.consumers:
+            await consumer.cancel()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for consumer in self.consumers:
+            await consumer.close()
+        await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
+        await asyncio.to_thread(remove_leftovers, self.client, self.settings.executor_id)
+        self.client.close()
+
+    # --- deliveries ----------------------------------------------------------------------------
+    def _on_delivery(self, language: Language):  # type: ignore[no-untyped-def]
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            if self._draining:
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                return
+            task = asyncio.create_task(self._handle(language, message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return on_message
+
+    async def _handle(self, language: Language, message: AbstractIncomingMessage) -> None:
+        """Run one delivery and decide its ack: the only place that acks or nacks a job."""
+        try:
+            job = Job.decode(message.body)
+        except (ValueError, KeyError, TypeError):
+            log.error("undecodable job dropped to the dead-letter queue")
+            await message.reject(requeue=False)
+            return
+        attempt = delivery_attempt(message)
+        if attempt > 1:
+            self.metrics.redeliveries.labels(language.name).inc()
+        name = language.name
+        self.metrics.executor_waiting.labels(name).inc()
+        waiting = True
+        run = JobRun(self.broker, job, attempt)
+        try:
+            await self.slots.acquire(name)
+            try:
+                sandbox = await self.pools[name].acquire(job.limits)
+                self.metrics.executor_waiting.labels(name).dec()
+                waiting = False
+                self.metrics.executor_running.labels(name).inc()
+                try:
+                    state = await self._run(language, job, run, sandbox)
+                finally:
+                    self.metrics.executor_running.labels(name).dec()
+            finally:
+                self.slots.release()
+            await run.finish(state)
+            await message.ack()
+            self._count(language, state)
+        except SandboxError as exc:
+            log.error("sandbox failed; job returned to its queue", extra={"job": job.id, "error": str(exc)})
+            run.abandon()
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+        except (BrokerUnavailable, ConnectionError) as exc:
+            # The delivery is bound to a channel that may be gone; RabbitMQ redelivers it.
+            log.error("could not report a job; it will be redelivered", extra={"job": job.id, "error": str(exc)})
+            run.abandon()
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+        except asyncio.CancelledError:
+            run.abandon()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(message.nack(requeue=True))
+            raise
+        finally:
+            if waiting:
+                self.metrics.executor_waiting.labels(name).dec()
+
+    async def _run(self, language: Language, job: Job, run: JobRun, sandbox: Sandbox) -> dict[str, Any]:
+        """Drive the sandbox through the job; return the terminal state to publish."""
+        pool = self.pools[language.name]
+        if self.settings.fault_crash_marker and self.settings.fault_crash_marker in job.source:
+            log.error("fault injection: executor crashing", extra={"job": job.id})
+            os._exit(86)
+        started = time.time()
+        self.metrics.queue_wait.labels(language.name).observe(max(0.0, started - job.created_at))
+        run.emit("started", {"attempt": run.attempt, "started_at": started})
+        log.info("job started", extra={"job": job.id, "language": language.name, "attempt": run.attempt})
+        files = [{"name": language.source_file, "content": job.source}]
+        files += [{"name": f.name, "content": f.content} for f in job.files]
+        payload = agent_job(job.id, language, job.limits, files, job.stdin, job.args)
+        deadline = job.limits.timeout_s + (language.compile.timeout_s if language.compile else 0) + DEADLINE_SLACK_S
+        result = empty_result()
+        stdout: list[str] = []
+        stderr: list[str] = []
+        status = "failed"
+        reusable = False
+        try:
+            async for msg in sandbox.run(payload, deadline):
+                kind = msg.get("t")
+                if kind == "out":
+                    (stdout if msg["s"] == "stdout" else stderr).append(msg["d"])
+                    run.emit(msg["s"], {"data": msg["d"], "attempt": run.attempt})
+                elif kind == "compile":
+                    result["compile_output"] = msg.get("output", "")
+                    run.emit("compile", {"output": result["compile_output"], "exit_code": msg.get("exit_code"),
+                                         "attempt": run.attempt})
+                elif kind == "done":
+                    status = msg.get("status", "failed")
+                    for key in ("exit_code", "signal", "duration_ms", "cpu_ms", "memory_peak_kb", "limit", "error"):
+                        if key in msg:
+                            result[key] = msg[key]
+                    if "truncated" in msg:
+                        result["truncated"] = msg["truncated"]
+                    reusable = status != "failed"
+        except SandboxError:
+            if await sandbox.oom_killed():
+                status, result["limit"] = "memory_exceeded", "memory"
+                result["error"] = None
+            else:
+                pool.release(sandbox, reusable=False)
+                raise
+        pool.release(sandbox, reusable=reusable)
+        result["stdout"] = "".join(stdout)
+        result["stderr"] = "".join(stderr)
+        if status == "compile_error":
+            result["stdout"] = ""
+        finished = time.time()
+        self.metrics.run_duration.labels(language.name).observe(result["duration_ms"] / 1000)
+        log.info("job finished", extra={"job": job.id, "status": status, "attempt": run.attempt})
+        return {
+            "id": job.id,
+            "language": job.language,
+            "status": status,
+            "created_at": job.created_at,
+            "started_at": started,
+            "finished_at": finished,
+            "result": result,
+        }
+
+    def _count(self, language: Language, state: dict[str, Any]) -> None:
+        self.metrics.jobs_finished.labels(language.name, state["status"]).inc()
+        limit = state["result"].get("limit")
+        if limit:
+            self.metrics.limit_hits.labels(language.name, limit).inc()
+        for stream in ("stdout", "stderr"):
+            if state["result"]["truncated"].get(stream) and limit != "output":
+                self.metrics.limit_hits.labels(language.name, "output").inc()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage) -> None:
+        """A job RabbitMQ gave up on after the delivery limit: end it ``failed`` for its client."""
+        try:
+            job = Job.decode(message.body)
+        except (ValueError, KeyError, TypeError):
+            await message.ack()
+            return
+        attempts = self.settings.delivery_limit + 1
+        state = failed_state(
+            job,
+            f"the job was attempted {attempts} times and the system failed to run it each time "
+            "(an executor crashed or its sandbox broke); it was not retried again",
+        )
+        try:
+            await self.broker.publish_event(Event(job=job.id, name="result", data=state, attempt=0, n=1))
+        except BrokerUnavailable:
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        await message.ack()
+        self.metrics.dead_letters.labels(job.language).inc()
+        self.metrics.jobs_finished.labels(job.language, "failed").inc()
+        log.error("job dead-lettered", extra={"job": job.id, "language": job.language})

@@ -1,0 +1,73 @@
+"""Liveness, readiness and metrics; served by every role."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from quart import Blueprint, Response, current_app, jsonify
+
+from app.broker import Broker, BrokerUnavailable, QueueStats
+
+bp = Blueprint("health", __name__)
+STATS_TTL_S = 1.0
+
+
+async def queue_stats() -> dict[str, QueueStats]:
+    """Backlog and consumers per language, cached briefly so scrapes and probes stay cheap."""
+    ext = current_app.extensions
+    cached = ext.get("runbox.queue_stats")
+    if cached and time.monotonic() - cached[0] < STATS_TTL_S:
+        stats: dict[str, QueueStats] = cached[1]
+        return stats
+    broker: Broker = ext["runbox.broker"]
+    names = ext["runbox.registry"].names()
+    results = await asyncio.gather(*(broker.queue_stats(n) for n in names))
+    stats = dict(zip(names, results, strict=True))
+    metrics = ext["runbox.metrics"]
+    for name, stat in stats.items():
+        metrics.queue_depth.labels(name).set(stat.messages)
+        metrics.queue_consumers.labels(name).set(stat.consumers)
+    ext["runbox.queue_stats"] = (time.monotonic(), stats)
+    return stats
+
+
+@bp.get("/healthz")
+async def healthz() -> Any:
+    return jsonify({"status": "ok", "roles": list(current_app.extensions["runbox.settings"].roles)})
+
+
+@bp.get("/readyz")
+async def readyz() -> Any:
+    broker: Broker = current_app.extensions["runbox.broker"]
+    if not broker.connected:
+        return _unready("broker_unavailable", "RabbitMQ is not reachable.")
+    try:
+        stats = await asyncio.wait_for(queue_stats(), 3)
+    except (BrokerUnavailable, asyncio.TimeoutError, Exception):
+        return _unready("broker_unavailable", "RabbitMQ did not answer.")
+    consuming = sorted(name for name, stat in stats.items() if stat.consumers > 0)
+    if not consuming:
+        return _unready("no_executor", "No executor is consuming jobs.")
+    return jsonify({"status": "ready", "languages_consumed": consuming})
+
+
+def _unready(code: str, message: str) -> Any:
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = 503
+    response.headers["Retry-After"] = "2"
+    return response
+
+
+@bp.get("/metrics")
+async def metrics() -> Any:
+    ext = current_app.extensions
+    broker: Broker = ext["runbox.broker"]
+    if "gateway" in ext["runbox.settings"].roles and broker.connected:
+        try:
+            await asyncio.wait_for(queue_stats(), 2)
+        except Exception:  # a scrape must not fail because RabbitMQ is slow
+            pass
+    return Response(generate_latest(ext["runbox.metrics"].registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,202 @@
+"""What travels over RabbitMQ: jobs to executors, events back to every gateway.
+
+Job ids carry their creation time (milliseconds, hex) ahead of a random part, so any
+gateway can find a job's events in the event stream by time alone, without a lookup table.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from app.languages import Limits
+
+TERMINAL_STATUSES = (
+    "completed",
+    "timed_out",
+    "memory_exceeded",
+    "output_exceeded",
+    "compile_error",
+    "failed",
+)
+STATUSES = ("queued", "running", *TERMINAL_STATUSES)
+EVENT_NAMES = ("queued", "started", "stdout", "stderr", "compile", "result")
+# Internal events never shown to clients: a job whose publish was refused after its
+# "queued" event went out, and a marker a reader publishes to know it has read to the end.
+DISCARDED = "discarded"
+MARKER = "marker"
+
+
+def new_job_id(now: float | None = None) -> str:
+    """A 26-character id: 12 hex digits of milliseconds since the epoch, then 14 random ones."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"{millis:012x}{secrets.token_hex(7)}"
+
+
+def job_id_time(job_id: str) -> float | None:
+    """The creation time embedded in a job id, or None when the id is not one of ours."""
+    if len(job_id) != 26:
+        return None
+    try:
+        int(job_id, 16)
+    except ValueError:
+        return None
+    return int(job_id[:12], 16) / 1000
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    name: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A request to run code, as published to a language's queue."""
+
+    id: str
+    language: str
+    source: str
+    limits: Limits
+    files: tuple[SourceFile, ...] = ()
+    stdin: str = ""
+    args: tuple[str, ...] = ()
+    identity: str = ""
+    created_at: float = 0.0
+
+    def encode(self) -> bytes:
+        data = asdict(self)
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Job:
+        data = json.loads(body)
+        return cls(
+            id=data["id"],
+            language=data["language"],
+            source=data["source"],
+            limits=Limits.from_dict(data["limits"]),
+            files=tuple(SourceFile(**f) for f in data.get("files", ())),
+            stdin=data.get("stdin", ""),
+            args=tuple(data.get("args", ())),
+            identity=data.get("identity", ""),
+            created_at=data.get("created_at", 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a job's event log.
+
+    ``attempt`` is the delivery attempt that produced it (0 for the gateway's own events) and
+    ``n`` its position within that attempt; together they make the event's identity, so a
+    reader drops the copies a publisher retry may leave.
+    """
+
+    job: str
+    name: str
+    data: dict[str, Any]
+    attempt: int = 0
+    n: int = 0
+    ts: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.attempt, self.n)
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> Event:
+        return cls(**json.loads(body))
+
+
+def empty_result() -> dict[str, Any]:
+    return {
+        "exit_code": None,
+        "signal": None,
+        "stdout": "",
+        "stderr": "",
+        "compile_output": "",
+        "duration_ms": 0,
+        "cpu_ms": 0,
+        "memory_peak_kb": 0,
+        "truncated": {"stdout": False, "stderr": False},
+        "error": None,
+        "limit": None,
+    }
+
+
+def failed_state(job: Job, error: str, attempt: int = 0) -> dict[str, Any]:
+    """The terminal state of a job the system could not run."""
+    result = empty_result()
+    result["error"] = error
+    now = time.time()
+    return {
+        "id": job.id,
+        "language": job.language,
+        "status": "failed",
+        "created_at": job.created_at,
+        "started_at": None,
+        "finished_at": now,
+        "result": result,
+        "attempt": attempt,
+    }
+
+
+@dataclass
+class JobState:
+    """A job's state as folded from its events; what ``GET /api/v1/jobs/{id}`` answers."""
+
+    id: str
+    language: str = ""
+    status: str = "queued"
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: dict[str, Any] | None = None
+    identity: str = ""
+    attempt: int = 0
+
+    def apply(self, event: Event) -> None:
+        if self.status in TERMINAL_STATUSES:
+            return
+        if event.name == "queued":
+            self.language = event.data.get("language", self.language)
+            self.created_at = event.data.get("created_at", event.ts)
+            self.identity = event.data.get("identity", "")
+        elif event.name == "started":
+            self.status = "running"
+            self.started_at = event.data.get("started_at", event.ts)
+            self.attempt = event.attempt
+        elif event.name == "result":
+            self.status = event.data["status"]
+            self.started_at = event.data.get("started_at") or self.started_at
+            self.finished_at = event.data.get("finished_at", event.ts)
+            self.result = event.data.get("result")
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "language": self.language,
+            "status": self.status,
+            "created_at": iso_time(self.created_at),
+            "started_at": iso_time(self.started_at),
+            "finished_at": iso_time(self.finished_at),
+            "result": self.result,
+        }
+
+
+def iso_time(ts: float | None) -> str | None:
+    """A Unix time as an ISO 8601 UTC string with milliseconds."""
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

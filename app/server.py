@@ -1,0 +1,83 @@
+"""The application factory: one Quart app whose roles come from configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from quart import Quart
+
+from app.broker import Broker
+from app.config import Settings
+from app.events import EventLog
+from app.gateway import api_v1, errors, health, playground
+from app.gateway.service import Gateway
+from app.languages import Registry
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+DRAIN_TIMEOUT_S = 30.0
+
+
+def create_app(settings: Settings, registry: Registry | None = None, metrics: Metrics | None = None) -> Quart:
+    """Build the app for ``settings.roles``; the broker and executor open in ``before_serving``."""
+    app = Quart(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_kb * 1024
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = DRAIN_TIMEOUT_S
+    registry = registry or Registry.load(settings.languages)
+    metrics = metrics or Metrics()
+    role = "+".join(settings.roles)
+    metrics.prime(registry.names(), [role])
+    broker = Broker(settings, metrics, role)
+    app.extensions.update(
+        {
+            "runbox.settings": settings,
+            "runbox.registry": registry,
+            "runbox.metrics": metrics,
+            "runbox.broker": broker,
+        }
+    )
+    errors.register(app)
+    app.register_blueprint(health.bp)
+    events: EventLog | None = None
+    if "gateway" in settings.roles:
+        events = EventLog(settings, broker, metrics)
+        app.extensions["runbox.gateway"] = Gateway(settings, registry, broker, events, metrics)
+        app.register_blueprint(api_v1.bp)
+        app.register_blueprint(playground.bp)
+
+    tasks: list[asyncio.Task[None]] = []
+
+    @app.before_serving
+    async def open_resources() -> None:
+        async def connect() -> None:
+            await broker.connect()
+            if "gateway" in settings.roles:
+                for name in registry.names():
+                    await broker.declare_jobs(name)
+            if "executor" in settings.roles:
+                from app.executor.scheduler import Executor
+
+                executor = Executor(settings, registry, broker, metrics)
+                app.extensions["runbox.executor"] = executor
+                await executor.start()
+
+        tasks.append(asyncio.create_task(connect(), name="runbox-start"))
+        if events is not None:
+            events.start()
+
+    @app.after_serving
+    async def close_resources() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        executor = app.extensions.get("runbox.executor")
+        if executor is not None:
+            await executor.drain(DRAIN_TIMEOUT_S)
+        if events is not None:
+            await events.stop()
+        await broker.close()
+
+    return app

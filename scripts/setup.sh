@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 host for runbox, idempotently: Docker engine, gVisor, RabbitMQ,
+# Prometheus, a base image when no registry answers, the Python environment and the
+# sandbox images. Re-running it only starts what is stopped and builds what changed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${RUNBOX_VENV:-$ROOT/.venv}"
+LOG_DIR="${RUNBOX_LOG_DIR:-/var/log/runbox}"
+export DEBIAN_FRONTEND=noninteractive
+mkdir -p "$LOG_DIR"
+
+log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+APT_UPDATED=0
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$APT_UPDATED" = 0 ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+    log "installing ${missing[*]}"
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+    local deadline=$((SECONDS + $1)) what=$2; shift 2
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then log "timed out waiting for $what"; return 1; fi
+        sleep 0.5
+    done
+}
+
+# --- Docker engine -----------------------------------------------------------------------
+# An engine that already answers is used as it is; only a host without one gets docker.io.
+if ! docker info >/dev/null 2>&1; then
+    if ! command -v dockerd >/dev/null 2>&1; then apt_install docker.io; fi
+fi
+
+# --- gVisor, registered as runtime "runsc" ---------------------------------------------------
+apt_install runsc iptables ca-certificates curl
+DAEMON_JSON=/etc/docker/daemon.json
+want_daemon_json() {
+    python3 - "$DAEMON_JSON" <<'PY'
+import json, sys, os
+path = sys.argv[1]
+cfg = {}
+if os.path.exists(path):
+    with open(path) as f:
+        cfg = json.load(f) if f.read().strip() else {}
+runtimes = cfg.setdefault("runtimes", {})
+want = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}
+if runtimes.get("runsc") == want:
+    sys.exit(0)
+runtimes["runsc"] = want
+os.makedirs(os.path.dirname(path), exist_ok=True)
+with open(path, "w") as f:
+    json.dump(cfg, f, indent=2)
+sys.exit(10)
+PY
+}
+set +e; want_daemon_json; changed=$?; set -e
+if [ "$changed" != 0 ] && [ "$changed" != 10 ]; then log "could not write $DAEMON_JSON"; exit 1; fi
+
+if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd"
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+        $SUDO systemctl start docker
+    else
+        nohup dockerd >"$LOG_DIR/dockerd.log" 2>&1 &
+    fi
+    wait_for 60 "the Docker engine" docker info
+elif [ "$changed" = 10 ]; then
+    log "reloading dockerd for the runsc runtime"
+    $SUDO pkill -HUP -x dockerd || true
+    sleep 1
+fi
+wait_for 30 "runsc in docker info" sh -c "docker info 2>/dev/null | grep -q runsc"
+
+# --- RabbitMQ ---------------------------------------------------------------------------------
+apt_install rabbitmq-server
+if ! rabbitmqctl -q status >/dev/null 2>&1; then
+    log "starting RabbitMQ"
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+        $SUDO systemctl start rabbitmq-server
+    else
+        $SUDO rabbitmq-server -detached >/dev/null 2>&1 || true
+    fi
+    wait_for 90 "RabbitMQ" rabbitmqctl -q status
+    wait_for 60 "RabbitMQ's AMQP port" rabbitmq-diagnostics -q check_port_connectivity
+fi
+
+# --- Prometheus (the tests check scrape config, rules and dashboards against it) -------------
+apt_install prometheus
+# The package's own service is not wanted; tests start their own server.
+
+# --- the base image ----------------------------------------------------------------------------
+if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
+    if ! timeout 60 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
+        log "no registry answered; bootstrapping debian:bookworm-slim with debootstrap"
+        apt_install debootstrap
+        dir="$(mktemp -d)"
+        debootstrap --variant=minbase bookworm "$dir" http://deb.debian.org/debian >"$LOG_DIR/debootstrap.log" 2>&1
+        tar -C "$dir" -c . | docker import - debian:bookworm-slim >/dev/null
+        rm -rf "$dir"
+    fi
+fi
+
+# --- Python environment -------------------------------------------------------------------------
+PY="${RUNBOX_PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.runbox-installed"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    log "installing the runbox package and its development extras"
+    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+    "$VENV/bin/pip" install -q -e "$ROOT[dev,infra,load]"
+    touch "$stamp"
+fi
+
+# --- sandbox images -----------------------------------------------------------------------------
+log "building sandbox images"
+"$VENV/bin/python" -m app.images build
+log "setup done"
