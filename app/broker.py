@@ -92,7 +92,7 @@ class Broker:
                     self.settings.amqp_url, timeout=5, client_properties={"connection_name": f"runbox-{self.role}"}
                 )
                 break
-            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 if attempts is not None and tried >= attempts:
                     raise BrokerUnavailable(f"cannot connect to RabbitMQ: {exc}") from exc
                 log.warning("broker connect failed, retrying", extra={"error": str(exc), "in_s": delay})
@@ -202,7 +202,7 @@ class Broker:
         except aio_pika.exceptions.PublishError as exc:
             raise BrokerUnavailable(f"{routing_key} is not routable: {exc}") from exc
         except (
-            asyncio.TimeoutError,
+            TimeoutError,
             aiormq.exceptions.AMQPError,
             aio_pika.exceptions.AMQPException,
             ConnectionError,
@@ -261,7 +261,9 @@ class Broker:
             self.names.jobs(language), prefetch, callback, lambda ch: self.declare_jobs(language, ch)
         )
 
-    async def consume_dead(self, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]) -> Consumer:
+    async def consume_dead(
+        self, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
+    ) -> Consumer:
         async def declare(ch: AbstractChannel) -> AbstractQueue:
             return await ch.declare_queue(self.names.dead, durable=True, arguments={"x-queue-type": "quorum"})
 
@@ -289,7 +291,7 @@ def delivery_attempt(message: AbstractIncomingMessage) -> int:
     """1 for a first delivery; quorum queues count earlier ones in ``x-delivery-count``."""
     count = (message.headers or {}).get("x-delivery-count", 0)
     try:
-        return int(count) + 1  # type: ignore[call-overload]
+        return int(str(count)) + 1
     except (TypeError, ValueError):
         return 1
 
@@ -322,7 +324,7 @@ class StreamReader:
                 async with queue.iterator(arguments={"x-stream-offset": offset}) as it:
                     delay = 0.2
                     async for message in it:
-                        position = int((message.headers or {}).get("x-stream-offset", 0))  # type: ignore[call-overload]
+                        position = int(str((message.headers or {}).get("x-stream-offset", 0)))
                         await message.ack()
                         offset = position + 1
                         try:

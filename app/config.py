@@ -132,6 +132,7 @@ class Settings:
             raise ConfigError("RUNBOX_DELIVERY_LIMIT must be at least 1")
         self.tier_table()
         self.key_table()
+        _ = self.events_max_age_s
         self.pool_table()
         self.runtime_table()
 
@@ -140,6 +141,15 @@ class Settings:
     def executor_id(self) -> str:
         """Stable name of this executor; a restarted executor removes its predecessor's containers."""
         return self.executor_name or socket.gethostname()
+
+    @property
+    def events_max_age_s(self) -> float:
+        """The event stream's retention in seconds, from RabbitMQ's ``x-max-age`` syntax (``1D``, ``12h``)."""
+        units = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+        number, unit = self.events_max_age[:-1], self.events_max_age[-1:]
+        if unit not in units or not number.isdigit():
+            raise ConfigError(f"RUNBOX_EVENTS_MAX_AGE={self.events_max_age!r} is not like 1D, 12h or 30m")
+        return int(number) * units[unit]
 
     @property
     def running_slots(self) -> int:

@@ -19,7 +19,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from app.broker import Broker, StreamReader
+from app.broker import Broker, BrokerUnavailable, StreamReader
 from app.config import Settings
 from app.messages import DISCARDED, MARKER, Event, JobState, job_id_time
 from app.metrics import Metrics
@@ -145,13 +145,16 @@ class EventLog:
         try:
             await self.broker.publish_event(Event(job=token, name=MARKER, data={}))
             await asyncio.wait_for(waiter, timeout)
+        except TimeoutError as exc:
+            raise BrokerUnavailable("the event stream is not being read; try again shortly") from exc
         finally:
             self._markers.pop(token, None)
 
     async def record(self, job_id: str) -> JobRecord | None:
         """The job's record, or None when no such job was accepted."""
         created = job_id_time(job_id)
-        if created is None:
+        now = time.time()
+        if created is None or created > now + ID_CLOCK_SLACK_S or created < now - self.settings.events_max_age_s:
             return None
         record = self._records.get(job_id)
         if record is not None and record.complete:
@@ -169,12 +172,15 @@ class EventLog:
         replayed = JobRecord(JobState(job_id))
         start = dt.datetime.fromtimestamp(created - ID_CLOCK_SLACK_S, tz=dt.UTC)
         await self.broker.publish_event(Event(job=token, name=MARKER, data={}))
-        async with asyncio.timeout(30):
-            async for _, event in self.reader.read(start, resume=False):
-                if event.job == token:
-                    break
-                if event.job == job_id:
-                    replayed.add(event)
+        try:
+            async with asyncio.timeout(30):
+                async for _, event in self.reader.read(start, resume=False):
+                    if event.job == token:
+                        break
+                    if event.job == job_id:
+                        replayed.add(event)
+        except TimeoutError as exc:
+            raise BrokerUnavailable("reading the job's history took too long") from exc
         if not replayed.complete or replayed.discarded:
             return None
         # Merge what the live tail folded meanwhile, then let the tail keep it current.
@@ -208,7 +214,7 @@ class EventLog:
                 return
             try:
                 await asyncio.wait_for(record.changed.wait(), timeout=idle_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield None
 
     async def wait_terminal(self, job_id: str, timeout: float) -> JobState | None:

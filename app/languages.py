@@ -127,8 +127,9 @@ def _load_one(path: Path) -> Language:
     compile_step = data.pop("compile", None)
     defaults = Limits().merged(data.pop("default_limits", {}))
     ceilings = MAX_LIMITS.merged(data.pop("max_limits", {}))
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return Language(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()},
+        **fields,
         compile=Step(argv=tuple(compile_step.pop("argv")), **compile_step) if compile_step else None,
         default_limits=defaults,
         max_limits=ceilings,

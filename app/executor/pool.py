@@ -15,6 +15,8 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
 import docker
 
@@ -154,8 +156,8 @@ class Pool:
             self._available.notify()
         self._report()
 
-    def _spawn(self, coro: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -160,7 +160,7 @@ class Sandbox:
             self._pump = asyncio.create_task(self._demux(), name=f"sandbox-{self.short_id}")
             await asyncio.to_thread(self.container.start)
             greeting = await asyncio.wait_for(self._next(), GREETING_TIMEOUT_S)
-        except (docker.errors.DockerException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, docker.errors.DockerException, OSError) as exc:
             await self.destroy()
             raise SandboxError(f"cannot start a {self.language.name} sandbox: {exc!r}") from exc
         if greeting is None or greeting.get("t") != "ready" or not greeting.get("clean"):
@@ -208,7 +208,7 @@ class Sandbox:
             remaining = end - time.monotonic()
             try:
                 message = await asyncio.wait_for(self._next(), max(remaining, 0.001))
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 self.dirty = True
                 raise SandboxError("the sandbox agent stopped answering") from exc
             if message is None:
@@ -222,7 +222,7 @@ class Sandbox:
         """After a job: wait for the agent's scrub; True when the container is clean for reuse."""
         try:
             message = await asyncio.wait_for(self._next(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         if message is None or message.get("t") != "ready":
             return False

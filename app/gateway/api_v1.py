@@ -94,12 +94,13 @@ async def job_events(job_id: str) -> Any:
         finally:
             gw.close_stream(identity)
 
-    response: Response = await make_response(
+    response = await make_response(
         stream(),
         200,
         {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-    response.timeout = None
+    if isinstance(response, Response):
+        response.timeout = None
     return response
 
 

@@ -8,6 +8,8 @@ from typing import Any
 from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from app.broker import BrokerUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +57,12 @@ def register(app: Quart) -> None:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"The request body is larger than the {limit} bytes this service accepts."
         return error_response(status, code, message)
+
+    @app.errorhandler(BrokerUnavailable)
+    async def _broker(exc: BrokerUnavailable) -> Any:
+        return error_response(
+            503, "broker_unavailable", "The job queue is unreachable; try again shortly.", {"Retry-After": "2"}
+        )
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Any:

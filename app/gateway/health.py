@@ -46,7 +46,7 @@ async def readyz() -> Any:
         return _unready("broker_unavailable", "RabbitMQ is not reachable.")
     try:
         stats = await asyncio.wait_for(queue_stats(), 3)
-    except (BrokerUnavailable, asyncio.TimeoutError, Exception):
+    except (TimeoutError, BrokerUnavailable, Exception):
         return _unready("broker_unavailable", "RabbitMQ did not answer.")
     consuming = sorted(name for name, stat in stats.items() if stat.consumers > 0)
     if not consuming:

@@ -206,8 +206,10 @@ class Gateway:
         seen = {language.source_file}
         out = []
         for item in raw:
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(
-                item.get("content"), str
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("name"), str)
+                or not isinstance(item.get("content"), str)
             ):
                 raise self.bad("invalid_files", "Each entry of 'files' needs a string 'name' and 'content'.")
             name = item["name"]
@@ -257,7 +259,9 @@ class Gateway:
             await self.broker.publish_event(queued)
         except (BrokerUnavailable, QueueFull) as exc:
             self.metrics.rejections.labels("broker_unavailable").inc()
-            raise ApiError(503, "broker_unavailable", "The job queue is unreachable; try again shortly.", retry) from exc
+            raise ApiError(
+                503, "broker_unavailable", "The job queue is unreachable; try again shortly.", retry
+            ) from exc
         self.events.note_local(queued)
         try:
             await self.broker.publish_job(job)
@@ -278,6 +282,8 @@ class Gateway:
                     retry,
                 ) from exc
             self.metrics.rejections.labels("broker_unavailable").inc()
-            raise ApiError(503, "broker_unavailable", "The job queue is unreachable; try again shortly.", retry) from exc
+            raise ApiError(
+                503, "broker_unavailable", "The job queue is unreachable; try again shortly.", retry
+            ) from exc
         self.metrics.jobs_submitted.labels(job.language, api).inc()
         log.info("job queued", extra={"job": job.id, "language": job.language, "api": api})

@@ -21,7 +21,12 @@ def public_data(event: Event, state: JobState) -> dict[str, Any]:
     if event.name == "result":
         return state.public()
     if event.name == "queued":
-        return {"id": event.job, "status": "queued", "language": state.language, "created_at": iso_time(state.created_at)}
+        return {
+            "id": event.job,
+            "status": "queued",
+            "language": state.language,
+            "created_at": iso_time(state.created_at),
+        }
     if event.name == "started":
         return {"attempt": event.attempt, "started_at": iso_time(event.data.get("started_at", event.ts))}
     return {**event.data, "attempt": event.attempt}

@@ -1,0 +1,173 @@
+"""A small test client for runbox: submit, follow SSE, wait for results; and a service launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class SseEvent:
+    id: int
+    name: str
+    data: dict[str, Any]
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
+    """Parse a text/event-stream line by line (comments skipped)."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line == "":
+            if "data" in fields:
+                yield SseEvent(int(fields.get("id", "0")), fields.get("event", "message"), json.loads(fields["data"]))
+            fields = {}
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(":")
+        fields[key] = value[1:] if value.startswith(" ") else value
+
+
+@dataclass
+class Client:
+    """Synchronous helper around httpx for the v1 API."""
+
+    base_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=60)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def submit(self, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        return self.http.post("/api/v1/jobs", json=body, **kwargs)
+
+    def submit_ok(self, body: dict[str, Any]) -> str:
+        response = self.submit(body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def events(self, job_id: str, last_event_id: int | None = None, timeout: float = 60) -> list[SseEvent]:
+        """Every event of a job from the start (or after ``last_event_id``) to its result."""
+        return list(self.iter_events(job_id, last_event_id, timeout))
+
+    def iter_events(self, job_id: str, last_event_id: int | None = None, timeout: float = 60) -> Iterator[SseEvent]:
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        with self.http.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers, timeout=timeout) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for event in parse_sse(response.iter_lines()):
+                yield event
+                if event.name == "result":
+                    return
+
+    def run(self, body: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        """Submit, follow to the result event, and return the final job state."""
+        job_id = self.submit_ok(body)
+        events = self.events(job_id, timeout=timeout)
+        assert events[-1].name == "result", events
+        return events[-1].data
+
+    def state(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/api/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_state(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while True:
+            state = self.state(job_id)
+            if state["status"] not in ("queued", "running") or time.monotonic() > end:
+                return state
+            time.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    """A real runbox process (``python -m app serve``) with its own queues and executor name."""
+
+    def __init__(self, roles: str = "gateway,executor", prefix: str | None = None, **env: str) -> None:
+        self.port = free_port()
+        self.prefix = prefix or f"test-{secrets.token_hex(4)}"
+        self.env = {
+            **os.environ,
+            "RUNBOX_ROLES": roles,
+            "RUNBOX_PORT": str(self.port),
+            "RUNBOX_AMQP_PREFIX": self.prefix,
+            "RUNBOX_EXECUTOR_NAME": f"test-{secrets.token_hex(4)}",
+            "RUNBOX_POOL_MIN": "1",
+            "RUNBOX_POOL_SIZE": "2",
+            "RUNBOX_POOL_MAX": "4",
+            "RUNBOX_LOG_LEVEL": "INFO",
+            **env,
+        }
+        self.roles = roles
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = (
+            Path(os.environ.get("RUNBOX_TEST_LOGS", "/tmp/runbox-test-logs")) / f"{self.prefix}-{self.port}.log"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True, timeout: float = 120) -> Service:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+        )
+        end = time.monotonic() + timeout
+        path = "/readyz" if wait_ready else "/healthz"
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"runbox exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"runbox not ready after {timeout}s; see {self.log_path}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def client(self, **headers: str) -> Client:
+        return Client(self.url, headers)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -1,0 +1,101 @@
+"""Token-bucket arithmetic with an injected clock, and the limiter as a client meets it over HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from app.ratelimit import RateLimiter, TokenBucket
+from tests.runbox_client import Service
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_allows_the_burst_then_refuses() -> None:
+    bucket = TokenBucket(rate=2.0, burst=5, now=0.0)
+    decisions = [bucket.take(0.0) for _ in range(6)]
+    assert [d.allowed for d in decisions] == [True] * 5 + [False]
+    assert [d.remaining for d in decisions[:5]] == [4, 3, 2, 1, 0]
+    refused = decisions[-1]
+    assert refused.retry_after_s == pytest.approx(0.5)
+    assert refused.headers()["Retry-After"] == "1"
+    assert refused.reset_s == pytest.approx(2.5)
+
+
+def test_bucket_refills_at_the_rate_up_to_the_burst() -> None:
+    bucket = TokenBucket(rate=2.0, burst=5, now=0.0)
+    for _ in range(5):
+        bucket.take(0.0)
+    assert not bucket.take(0.49).allowed
+    assert bucket.take(0.5).allowed  # one token back after 1/rate seconds
+    assert not bucket.take(0.5).allowed
+    later = bucket.take(100.0)  # never more than the burst, however long it waited
+    assert later.allowed and later.remaining == 4
+
+
+def test_limiter_keeps_identities_apart() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    assert all(limiter.check("a", 1.0, 2).allowed for _ in range(2))
+    assert not limiter.check("a", 1.0, 2).allowed
+    assert limiter.check("b", 1.0, 2).allowed
+    clock.now += 1.0
+    assert limiter.check("a", 1.0, 2).allowed
+
+
+def test_limiter_forgets_least_recent_identities() -> None:
+    limiter = RateLimiter(Clock(), max_identities=2)
+    limiter.check("a", 1, 1)
+    limiter.check("b", 1, 1)
+    limiter.check("c", 1, 1)
+    assert limiter.check("a", 1, 1).allowed  # "a" was forgotten, so it starts full again
+
+
+@pytest.fixture(scope="module")
+def limited(real_stack: None) -> Iterator[Service]:
+    svc = Service(
+        RUNBOX_ANONYMOUS_BURST="4",
+        RUNBOX_ANONYMOUS_RATE_PER_S="2",
+        RUNBOX_API_KEYS="premium:plain:test-premium-key",
+        RUNBOX_TIERS="premium=50:100:16:8",
+    ).start()
+    yield svc
+    svc.stop()
+
+
+def test_http_burst_is_cut_at_the_configured_size_and_refills(limited: Service) -> None:
+    client = limited.client()
+    body = {"language": "python", "source": "print(1)"}
+    answers = [client.submit(body) for _ in range(6)]
+    codes = [a.status_code for a in answers]
+    assert codes[:4] == [202] * 4, codes
+    assert codes[4] == 429, codes
+    refused = answers[4]
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["RateLimit-Limit"] == "4"
+    assert refused.headers["RateLimit-Remaining"] == "0"
+    assert [a.headers["RateLimit-Remaining"] for a in answers[:4]] == ["3", "2", "1", "0"]
+    time.sleep(0.6)  # at 2 per second one token is back
+    assert client.submit(body).status_code == 202
+    assert client.submit(body).status_code == 429
+    # An API key has its own bucket and tier.
+    keyed = limited.client(Authorization="Bearer test-premium-key")
+    assert all(keyed.submit(body).status_code == 202 for _ in range(6))
+    metrics = client.http.get("/metrics").text
+    assert 'runbox_rejections_total{reason="rate_limited"}' in metrics
+
+
+def test_unknown_key_is_401_not_a_crash(limited: Service) -> None:
+    for header in ("Bearer wrong", "Basic abc", "Bearer"):
+        response = limited.client(Authorization=header).submit({"language": "python", "source": "1"})
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthorized"

@@ -1,0 +1,129 @@
+"""Fast unit tests of the pure parts: limits, ids, configuration, event folding, fairness, container options."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.config import ConfigError, Settings, hash_key
+from app.events import JobRecord
+from app.executor.sandbox import SANDBOX_UID, agent_job, container_options
+from app.executor.scheduler import FairSlots
+from app.languages import LimitError, Limits, Registry
+from app.messages import Event, JobState, job_id_time, new_job_id
+
+
+@pytest.fixture(scope="module")
+def python():
+    lang = Registry.load().get("python")
+    assert lang is not None
+    return lang
+
+
+def test_job_ids_carry_their_time() -> None:
+    job_id = new_job_id(1_700_000_000.123)
+    assert len(job_id) == 26
+    assert job_id_time(job_id) == pytest.approx(1_700_000_000.123, abs=0.001)
+    assert job_id_time("not-an-id") is None
+    assert job_id_time("z" * 26) is None
+    assert new_job_id() != new_job_id()
+
+
+def test_limits_default_and_capped(python) -> None:
+    assert python.resolve_limits(None) == Limits()
+    assert python.resolve_limits({"timeout_s": 2}).timeout_s == 2.0
+    assert python.resolve_limits({"memory_mb": 512}).memory_mb == 512
+    with pytest.raises(LimitError, match="maximum"):
+        python.resolve_limits({"timeout_s": 10_000})
+    with pytest.raises(LimitError, match="unknown"):
+        python.resolve_limits({"cores": 3})
+    with pytest.raises(LimitError, match="number"):
+        python.resolve_limits({"timeout_s": "5"})
+    with pytest.raises(LimitError, match="positive"):
+        python.resolve_limits({"timeout_s": 0})
+    with pytest.raises(LimitError):
+        python.resolve_limits([1])
+
+
+def test_settings_from_env() -> None:
+    s = Settings.from_env({"RUNBOX_ROLES": "gateway", "RUNBOX_PORT": "9000", "RUNBOX_REQUIRE_KEYS": "true",
+                           "RUNBOX_API_KEYS": "premium:plain:secret", "RUNBOX_POOL_OVERRIDES": "java=0:1:2"})
+    assert s.roles == ("gateway",) and s.port == 9000 and s.require_keys
+    assert s.key_table() == {hash_key("secret"): "premium"}
+    assert s.pool_sizes("java") == (0, 1, 2)
+    assert s.pool_sizes("python") == (s.pool_min, s.pool_size, s.pool_max)
+    assert s.events_max_age_s == 86400
+    for bad in ({"RUNBOX_ROLES": "chef"}, {"RUNBOX_PORT": "x"}, {"RUNBOX_RUNTIME": "kata"},
+                {"RUNBOX_API_KEYS": "gold:plain:k"}, {"RUNBOX_POOL_MIN": "9"}, {"RUNBOX_EVENTS_MAX_AGE": "forever"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env(bad)
+
+
+def test_container_options_harden_every_sandbox(python) -> None:
+    opts = container_options(python, Limits(), runtime="runsc", executor_id="ex1", cpus=1.0)
+    assert opts["network_mode"] == "none"
+    assert opts["read_only"] is True
+    assert opts["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in opts["security_opt"]
+    assert opts["user"] == f"{SANDBOX_UID}:{SANDBOX_UID}"
+    assert opts["mem_limit"] == opts["memswap_limit"]
+    assert opts["pids_limit"] > 64
+    assert opts["runtime"] == "runsc"
+    assert opts["labels"]["runbox.executor"] == "ex1"
+    assert "privileged" not in opts
+    assert "volumes" not in opts and "mounts" not in opts
+    assert set(opts["tmpfs"]) == {"/work", "/tmp"}
+    assert all("size=" in v and "nosuid" in v for v in opts["tmpfs"].values())
+    assert opts["log_config"].type == "none"
+
+
+def test_agent_job_carries_limits(python) -> None:
+    job = agent_job("j1", python, Limits(timeout_s=2, output_kb=1), [{"name": "main.py", "content": "x"}], "in", ("a",))
+    (run,) = job["steps"]
+    assert run["argv"][-1] == "a"
+    assert run["limits"]["timeout_s"] == 2
+    assert run["output_bytes"] == 1024
+    assert run["hard_output_bytes"] > run["output_bytes"]
+    assert run["stdin"] == "in"
+
+
+def test_job_record_dedupes_and_stops_at_the_terminal_event() -> None:
+    record = JobRecord(JobState("j"))
+    queued = Event(job="j", name="queued", data={"language": "python", "created_at": 1.0, "identity": "x"})
+    assert record.add(queued)
+    assert not record.add(queued)  # a publisher retry's copy
+    assert record.add(Event(job="j", name="started", data={"started_at": 2.0}, attempt=1, n=1))
+    assert record.add(Event(job="j", name="stdout", data={"data": "a"}, attempt=1, n=2))
+    assert record.add(Event(job="j", name="started", data={"started_at": 3.0}, attempt=2, n=1))
+    result = {"status": "completed", "started_at": 3.0, "finished_at": 4.0, "result": {"stdout": "b"}}
+    assert record.add(Event(job="j", name="result", data=result, attempt=2, n=3))
+    late = {"status": "failed", "finished_at": 5.0, "result": {}}
+    assert not record.add(Event(job="j", name="result", data=late, attempt=1, n=9))
+    assert record.state.status == "completed"
+    assert record.state.attempt == 2
+    assert [e.name for e in record.events] == ["queued", "started", "stdout", "started", "result"]
+
+
+def test_fair_slots_rotate_between_languages() -> None:
+    async def scenario() -> list[str]:
+        slots = FairSlots(1)
+        await slots.acquire("python")
+        order: list[str] = []
+
+        async def job(lang: str) -> None:
+            await slots.acquire(lang)
+            order.append(lang)
+            await asyncio.sleep(0)
+            slots.release()
+
+        tasks = [asyncio.create_task(job("python")) for _ in range(3)]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(job("ruby")), asyncio.create_task(job("go"))]
+        await asyncio.sleep(0)
+        slots.release()
+        await asyncio.gather(*tasks)
+        return order
+
+    order = asyncio.run(scenario())
+    assert order[:3] == ["python", "ruby", "go"], order
