@@ -19,7 +19,6 @@ import codecs
 import ctypes
 import json
 import os
-import resource
 import selectors
 import shutil
 import signal
@@ -144,23 +143,29 @@ class Capture:
             self.pending = []
 
 
-def child_setup(limits: dict) -> None:
-    """Runs in the child between fork and exec: its own session, limits, first in line for the OOM killer."""
-    os.setsid()
+def limited_argv(argv: list, limits: dict) -> list:
+    """Prefix the command with prlimit(1): a preexec_fn would make every spawn about 5 ms slower."""
     cpu = max(1, int(limits.get("cpu_time_s", 5) + 0.999))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     fsize = int(limits.get("file_size_kb", 10240)) * 1024
-    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     nofile = int(limits.get("open_files", 256))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return [
+        "/usr/bin/prlimit",
+        f"--cpu={cpu}:{cpu + 1}",
+        f"--fsize={fsize}:{fsize}",
+        f"--nofile={nofile}:{nofile}",
+        "--core=0:0",
+        "--",
+        *argv,
+    ]
+
+
+def first_in_line_for_oom(pid: int) -> None:
+    """Make the job, not the agent, what the memory cgroup's OOM killer picks."""
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write("1000")
     except OSError:
         pass
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU):
-        signal.signal(sig, signal.SIG_DFL)
 
 
 def run_step(step: dict, env: dict) -> dict:
@@ -179,17 +184,19 @@ def run_step(step: dict, env: dict) -> dict:
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            step["argv"],
+            limited_argv(step["argv"], limits),
             cwd=WORK,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE if stream else subprocess.STDOUT,
-            preexec_fn=lambda: child_setup(limits),
+            start_new_session=True,
             close_fds=True,
+            restore_signals=True,
         )
     except OSError as exc:
         return {"status": "failed", "error": f"cannot start {step['argv'][0]}: {exc.strerror}"}
+    first_in_line_for_oom(proc.pid)
     usage["main"] = proc.pid
     deadline = started + float(limits["timeout_s"])
     sel = selectors.DefaultSelector()
@@ -210,10 +217,18 @@ def run_step(step: dict, env: dict) -> dict:
         if usage["status"] is None and now >= deadline:
             killed_by = "wall_time"
             kill_everything()
-        wait = max(0.0, min(deadline - now, 0.5)) if usage["status"] is None else 0.2
+        if open_readers == 0:
+            # Output closed: the exit is due any moment, and select() on no descriptors
+            # would sleep its whole timeout, so poll the child briefly instead.
+            wait = 0.001
+        elif usage["status"] is None:
+            wait = max(0.0, min(deadline - now, 0.5))
+        else:
+            wait = 0.2
         if any(c is not None and c.pending for c in outs.values()):
             wait = min(wait, FLUSH_DELAY_S)
-        for key, _ in sel.select(wait):
+        ready = sel.select(wait) if sel.get_map() else time.sleep(wait) or []
+        for key, _ in ready:
             if key.data is None:
                 try:
                     stdin_pos += os.write(key.fileobj.fileno(), stdin_data[stdin_pos : stdin_pos + CHUNK])

@@ -1,0 +1,262 @@
+"""Benchmarks that print figures beside floors measured in the same run (never pass/fail).
+
+    python -m loadtest.bench latency    [--runs 200] [--runtime runc|runsc]
+    python -m loadtest.bench throughput [--seconds 60] [--concurrency 32]
+    python -m loadtest.bench warmup
+
+Each starts its own runbox process (gateway+executor, its own queues) unless ``--url`` names
+a running one, and talks to it only on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.runbox_client import Service
+
+HELLO = {"language": "python", "source": "print('hello, world')"}
+EXEC_CMD = ["python3", "-S", "-c", "print('hello, world')"]
+
+
+# Benchmarks measure the machinery, not the abuse controls.
+UNLIMITED = {
+    "RUNBOX_LOG_LEVEL": "WARNING",
+    "RUNBOX_LANGUAGES": "python",
+    "RUNBOX_ANONYMOUS_RATE_PER_S": "100000",
+    "RUNBOX_ANONYMOUS_BURST": "100000",
+    "RUNBOX_ANONYMOUS_MAX_CONCURRENT": "1000",
+    "RUNBOX_ANONYMOUS_MAX_STREAMS": "1000",
+}
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def row(name: str, values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return (f"{name:<34} n={len(ms):<4} p50={pct(ms, 50):7.1f} ms  p95={pct(ms, 95):7.1f} ms  "
+            f"p99={pct(ms, 99):7.1f} ms  mean={statistics.fmean(ms):7.1f} ms")
+
+
+def sandbox_container(executor: str, language: str = "python") -> str:
+    """An idle warm sandbox of the benchmark's own executor, for the floors."""
+    out = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=runbox.executor={executor}",
+         "--filter", f"label=runbox.language={language}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    if not out:
+        raise SystemExit("no warm sandbox container found")
+    return out[0]
+
+
+def floor_inside(container: str, runs: int) -> list[float]:
+    """``python3 -S -c`` started from inside a warm container: the cost of the program itself."""
+    script = (
+        "import subprocess,time,json\n"
+        f"r=[]\nfor _ in range({runs}):\n"
+        "    t=time.perf_counter();subprocess.run(['python3','-S','-c',\"print('hello, world')\"],"
+        "stdout=subprocess.DEVNULL);r.append(time.perf_counter()-t)\n"
+        "print(json.dumps(r))"
+    )
+    out = subprocess.run(["docker", "exec", container, "python3", "-c", script],
+                         capture_output=True, text=True, check=True).stdout
+    return list(json.loads(out))
+
+
+def floor_docker_exec(container: str, runs: int) -> list[float]:
+    """A bare ``docker exec`` of the same program into a running container, from the host."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(["docker", "exec", container, *EXEC_CMD], capture_output=True, check=True)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def one_job(client: httpx.Client) -> float:
+    """Submit hello world and follow its SSE stream to the result event; seconds end to end."""
+    t = time.perf_counter()
+    response = client.post("/api/v1/jobs", json=HELLO)
+    response.raise_for_status()
+    job_id = response.json()["id"]
+    with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as stream:
+        for line in stream.iter_lines():
+            if line == "event: result":
+                break
+    return time.perf_counter() - t
+
+
+def with_service(args: argparse.Namespace, body: Callable[[str, str], None], **env: str) -> None:
+    if args.url:
+        body(args.url, args.executor)
+        return
+    svc = Service(RUNBOX_RUNTIME=args.runtime, **{**UNLIMITED, **env}).start()
+    try:
+        time.sleep(3)  # let the pools fill
+        body(svc.url, svc.env["RUNBOX_EXECUTOR_NAME"])
+    finally:
+        svc.stop()
+
+
+def latency(args: argparse.Namespace) -> None:
+    def body(url: str, executor: str) -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for _ in range(10):
+                one_job(client)
+            ours = [one_job(client) for _ in range(args.runs)]
+        container = sandbox_container(executor)
+        inside = floor_inside(container, min(args.runs, 100))
+        bare = floor_docker_exec(container, min(args.runs, 100))
+        print(f"\nlatency, runtime={args.runtime}, hello-world python, sequential")
+        print(row("runbox HTTP submit -> SSE result", ours))
+        print(row("floor: python3 -S -c in container", inside))
+        print(row("floor: bare docker exec", bare))
+        p50, p99 = pct(ours, 50), pct(ours, 99)
+        print(f"ratio runbox p50 / docker exec p50 = {p50 / pct(bare, 50):.2f}   (target <= 0.6)")
+        print(f"ratio runbox p99 / runbox p50      = {p99 / p50:.2f}   (target <= 3)")
+        print(f"runbox p50 = {p50 * 1000:.1f} ms (target <= 35 ms)")
+
+    with_service(args, body, RUNBOX_POOL_SIZE="3", RUNBOX_POOL_MAX="4")
+
+
+def throughput(args: argparse.Namespace) -> None:
+    def body(url: str, executor: str) -> None:
+        ours = asyncio.run(drive(url, args.concurrency, args.seconds))
+        container = sandbox_container(executor)
+        bare = exec_throughput(container, args.concurrency, min(args.seconds, 20))
+        print(f"\nthroughput, runtime={args.runtime}, {args.concurrency} concurrent clients")
+        print(f"runbox: {ours['done']} jobs in {ours['seconds']:.1f} s = {ours['rate']:.1f} jobs/s "
+              f"(errors {ours['errors']}, statuses {ours['statuses']})")
+        print(f"floor: bare docker exec: {bare['done']} in {bare['seconds']:.1f} s = {bare['rate']:.1f} execs/s")
+        print(f"ratio runbox / docker exec = {ours['rate'] / bare['rate']:.2f}   (target >= 2; runbox >= 40 jobs/s)")
+
+    with_service(args, body, RUNBOX_POOL_SIZE="6", RUNBOX_POOL_MAX="8")
+
+
+async def drive(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    end = time.perf_counter() + seconds
+    done = errors = 0
+    statuses: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal done, errors
+        while time.perf_counter() < end:
+            try:
+                response = await client.post("/api/v1/jobs", json=HELLO)
+                response.raise_for_status()
+                job_id = response.json()["id"]
+                status = "?"
+                async with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as stream:
+                    result_next = False
+                    async for line in stream.aiter_lines():
+                        if line == "event: result":
+                            result_next = True
+                        elif result_next and line.startswith("data:"):
+                            status = json.loads(line[5:])["status"]
+                            break
+                statuses[status] = statuses.get(status, 0) + 1
+                done += 1
+            except httpx.HTTPError:
+                errors += 1
+                await asyncio.sleep(0.05)
+
+    began = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    took = time.perf_counter() - began
+    return {"done": done, "errors": errors, "seconds": took, "rate": done / took, "statuses": statuses}
+
+
+def exec_throughput(container: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    end = time.perf_counter() + seconds
+    done = 0
+    lock = threading.Lock()
+
+    def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < end:
+            subprocess.run(["docker", "exec", container, *EXEC_CMD], capture_output=True, check=False)
+            with lock:
+                done += 1
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - began
+    return {"done": done, "seconds": took, "rate": done / took}
+
+
+def warmup(args: argparse.Namespace) -> None:
+    size = 5
+    began = time.perf_counter()
+    svc = Service(RUNBOX_RUNTIME=args.runtime, **{**UNLIMITED, "RUNBOX_POOL_SIZE": str(size),
+                                                  "RUNBOX_POOL_MAX": "8"}).start()
+    ready = time.perf_counter() - began
+    executor = svc.env["RUNBOX_EXECUTOR_NAME"]
+    try:
+        while True:
+            metrics = httpx.get(svc.url + "/metrics").text
+            idle = [line for line in metrics.splitlines()
+                    if line.startswith('runbox_pool_containers{language="python",state="idle"}')]
+            if idle and float(idle[0].split()[-1]) >= size:
+                break
+            time.sleep(0.02)
+        full = time.perf_counter() - began
+        with httpx.Client(base_url=svc.url, timeout=60) as client:
+            steady = [one_job(client) for _ in range(20)]
+
+            def burst_job(out: list[float]) -> None:
+                with httpx.Client(base_url=svc.url, timeout=60) as c:
+                    out.append(one_job(c))
+
+            burst: list[float] = []
+            threads = [threading.Thread(target=burst_job, args=(burst,)) for _ in range(24)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            after = one_job(client)
+        print(f"\nwarm-up, runtime={args.runtime}, python pool size {size}")
+        print(f"process start to /readyz:           {ready * 1000:7.0f} ms")
+        print(f"process start to {size} idle containers: {full * 1000:7.0f} ms")
+        print(row("steady hello world", steady))
+        print(row("burst of 24 at once (each)", burst))
+        print(f"first job right after the burst:    {after * 1000:7.1f} ms")
+        _ = executor
+    finally:
+        svc.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench")
+    parser.add_argument("what", choices=["latency", "throughput", "warmup"])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--runtime", default="runc", choices=["runc", "runsc"])
+    parser.add_argument("--url", default="")
+    parser.add_argument("--executor", default="", help="with --url: the executor's RUNBOX_EXECUTOR_NAME")
+    args = parser.parse_args()
+    {"latency": latency, "throughput": throughput, "warmup": warmup}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
