@@ -56,6 +56,9 @@ class Names:
         self.prefix = prefix
         self.events = f"{prefix}.events"
         self.dead = f"{prefix}.jobs.dead"
+        # Executors consume this never-published classic queue to announce themselves:
+        # a quorum queue's consumer count can lag after a consumer dies abruptly.
+        self.presence = f"{prefix}.executors"
 
     def jobs(self, language: str) -> str:
         return f"{self.prefix}.jobs.{language}"
@@ -156,6 +159,7 @@ class Broker:
         }
 
     async def declare_topology(self, channel: AbstractChannel) -> None:
+        await channel.declare_queue(self.names.presence, durable=True, arguments={"x-queue-type": "classic"})
         await channel.declare_queue(
             self.names.dead, durable=True, arguments={"x-queue-type": "quorum"}
         )
@@ -175,15 +179,38 @@ class Broker:
             self.names.jobs(language), durable=True, arguments=self.job_queue_arguments()
         )
 
+    async def executors(self) -> int:
+        """How many executors are connected and consuming, from the presence queue.
+
+        RabbitMQ leaves consumers on the asking connection out of a passive declare's count,
+        so an executor in this very process is added by the caller.
+        """
+        stats = await self._passive(self.names.presence)
+        return stats.consumers
+
+    async def announce(self) -> Consumer:
+        """Consume the presence queue for as long as this executor's connection lives."""
+
+        async def never_called(message: AbstractIncomingMessage) -> None:
+            await message.reject(requeue=False)
+
+        async def declare(ch: AbstractChannel) -> AbstractQueue:
+            return await ch.declare_queue(self.names.presence, durable=True, arguments={"x-queue-type": "classic"})
+
+        return await self.consume(self.names.presence, 1, never_called, declare)
+
     async def queue_stats(self, language: str) -> QueueStats:
         """Backlog and consumer count of a language's queue (a passive declare)."""
+        return await self._passive(self.names.jobs(language))
+
+    async def _passive(self, name: str) -> QueueStats:
         self._require()
         assert self._connection is not None
         # A passive declare of a missing queue closes its channel: keep that off the publisher's.
         if self._stats_channel is None or self._stats_channel.is_closed:
             self._stats_channel = await self._connection.channel(publisher_confirms=False)
         try:
-            queue = await self._stats_channel.declare_queue(self.names.jobs(language), passive=True)
+            queue = await self._stats_channel.declare_queue(name, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             self._stats_channel = None
             return QueueStats(0, 0)

@@ -18,10 +18,11 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.broker import Broker, BrokerUnavailable, StreamReader
 from app.config import Settings
-from app.messages import DISCARDED, MARKER, Event, JobState, job_id_time
+from app.messages import DISCARDED, EVENT_NAMES, MARKER, Event, JobState, job_id_time
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class JobRecord:
     state: JobState
     events: list[Event] = field(default_factory=list)
     keys: set[tuple[int, int]] = field(default_factory=set)
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # non-contract events by name
     complete: bool = False  # the "queued" event was seen, so the history is whole
     discarded: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -51,8 +53,12 @@ class JobRecord:
         elif event.name == "queued":
             self.complete = True
         self.state.apply(event)
-        if event.name != DISCARDED:
+        if event.name in EVENT_NAMES:
             self.events.append(event)
+        elif event.name != DISCARDED:
+            # Data an API flavour keeps with its jobs (Judge0's submission fields): stored,
+            # never streamed, so clients only ever see the contract's event names.
+            self.extra[event.name] = event.data
         self.changed.set()
         self.changed = asyncio.Event()
         return True

@@ -71,6 +71,9 @@ class Metrics:
         self.queue_depth = Gauge(
             "runbox_queue_depth", "Jobs waiting in RabbitMQ for a language.", ["language"], registry=r
         )
+        self.executors = Gauge(
+            "runbox_executors", "Executors connected and consuming jobs, seen by a gateway.", registry=r
+        )
         self.queue_consumers = Gauge(
             "runbox_queue_consumers", "Executors consuming a language's queue.", ["language"], registry=r
         )
@@ -159,7 +162,8 @@ class Metrics:
         for lang in languages:
             self.queue_depth.labels(lang)
             self.queue_consumers.labels(lang)
-            self.jobs_submitted.labels(lang, "v1")
+            for api in ("v1", "piston", "judge0"):
+                self.jobs_submitted.labels(lang, api)
             self.submit_to_result.labels(lang)
             self.queue_wait.labels(lang)
             self.run_duration.labels(lang)

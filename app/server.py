@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 
 from quart import Quart
 
 from app.broker import Broker
 from app.config import Settings
 from app.events import EventLog
-from app.gateway import api_v1, errors, health, playground
+from app.gateway import api_v1, compat_judge0, compat_piston, errors, health, instrumentation, playground
 from app.gateway.service import Gateway
 from app.languages import Registry
 from app.metrics import Metrics
@@ -39,6 +41,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         }
     )
     errors.register(app)
+    instrumentation.register(app)
     app.register_blueprint(health.bp)
     events: EventLog | None = None
     if "gateway" in settings.roles:
@@ -46,6 +49,8 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         app.extensions["runbox.gateway"] = Gateway(settings, registry, broker, events, metrics)
         app.register_blueprint(api_v1.bp)
         app.register_blueprint(playground.bp)
+        app.register_blueprint(compat_piston.bp)
+        app.register_blueprint(compat_judge0.bp)
 
     tasks: list[asyncio.Task[None]] = []
 
@@ -63,7 +68,15 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                 app.extensions["runbox.executor"] = executor
                 await executor.start()
 
-        tasks.append(asyncio.create_task(connect(), name="runbox-start"))
+        async def start() -> None:
+            try:
+                await connect()
+            except Exception:
+                # A process that cannot do its job must not look alive: stop it, loudly.
+                log.critical("startup failed; stopping", exc_info=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        tasks.append(asyncio.create_task(start(), name="runbox-start"))
         if events is not None:
             events.start()
 

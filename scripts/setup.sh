@@ -83,14 +83,21 @@ wait_for 30 "runsc in docker info" sh -c "docker info 2>/dev/null | grep -q runs
 
 # --- RabbitMQ ---------------------------------------------------------------------------------
 apt_install rabbitmq-server
-if ! rabbitmqctl -q status >/dev/null 2>&1; then
+# The default 1024 open files starves RabbitMQ's file handle cache once a few hundred quorum
+# queues and streams exist, and it then hangs rather than failing. Debian's su applies no
+# limits.d, but the start script sources rabbitmq-env.conf as shell.
+ENV_CONF=/etc/rabbitmq/rabbitmq-env.conf
+if ! grep -q "runbox: open files" "$ENV_CONF" 2>/dev/null; then
+    printf '# runbox: open files\nulimit -n "$(ulimit -Hn)" 2>/dev/null || true\n' | $SUDO tee -a "$ENV_CONF" >/dev/null
+fi
+if ! rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1; then
     log "starting RabbitMQ"
     if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
         $SUDO systemctl start rabbitmq-server
     else
         $SUDO rabbitmq-server -detached >/dev/null 2>&1 || true
     fi
-    wait_for 90 "RabbitMQ" rabbitmqctl -q status
+    wait_for 90 "RabbitMQ" rabbitmq-diagnostics -q ping
     wait_for 60 "RabbitMQ's AMQP port" rabbitmq-diagnostics -q check_port_connectivity
 fi
 

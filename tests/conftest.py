@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.runbox_client import Client, Service
+from tests.runbox_client import CREATED_PREFIXES, Client, Service, delete_prefixes
 
 
 def _require(cmd: list[str], what: str) -> None:
@@ -24,7 +24,15 @@ def _require(cmd: list[str], what: str) -> None:
 def real_stack() -> None:
     """RabbitMQ and the Docker engine must answer; on CI their absence is a failure, not a skip."""
     _require(["docker", "info"], "the Docker engine")
-    _require(["rabbitmqctl", "-q", "status"] if shutil.which("rabbitmqctl") else ["false"], "RabbitMQ")
+    _require(["rabbitmq-diagnostics", "-q", "check_port_connectivity"] if shutil.which("rabbitmq-diagnostics")
+             else ["false"], "RabbitMQ")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def delete_test_queues() -> Iterator[None]:
+    """Every prefix a test created is deleted at the end, so RabbitMQ does not fill with test queues."""
+    yield
+    delete_prefixes(CREATED_PREFIXES)
 
 
 @pytest.fixture(scope="session")

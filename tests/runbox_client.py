@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import json
 import os
 import secrets
@@ -100,6 +102,40 @@ class Client:
             time.sleep(0.1)
 
 
+CREATED_PREFIXES: set[str] = set()
+
+
+def delete_prefixes(prefixes: set[str], url: str = "amqp://guest:guest@127.0.0.1:5672/") -> None:
+    """Delete every queue and stream named after these prefixes."""
+    import aio_pika
+
+    from app.languages import Registry
+
+    async def run() -> None:
+        connection = await aio_pika.connect(url)
+        async with connection:
+            for prefix in prefixes:
+                names = [f"{prefix}.jobs.{n}" for n in Registry.load().names()]
+                names += [f"{prefix}.jobs.dead", f"{prefix}.events", f"{prefix}.executors"]
+                for name in names:
+                    channel = await connection.channel()
+                    try:
+                        await channel.queue_delete(name)
+                    except Exception:  # absent: nothing to delete
+                        pass
+                    finally:
+                        if not channel.is_closed:
+                            await channel.close()
+
+    if prefixes:
+        asyncio.run(run())
+
+
+def _die_with_parent() -> None:
+    """A service outlives no test run: SIGTERM it (it drains) when the test process dies."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,6 +148,7 @@ class Service:
     def __init__(self, roles: str = "gateway,executor", prefix: str | None = None, **env: str) -> None:
         self.port = free_port()
         self.prefix = prefix or f"test-{secrets.token_hex(4)}"
+        CREATED_PREFIXES.add(self.prefix)
         self.env = {
             **os.environ,
             "RUNBOX_ROLES": roles,
@@ -138,7 +175,12 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "app", "serve"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_parent,
         )
         end = time.monotonic() + timeout
         path = "/readyz" if wait_ready else "/healthz"
@@ -151,6 +193,7 @@ class Service:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        self.kill()
         raise RuntimeError(f"runbox not ready after {timeout}s; see {self.log_path}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:

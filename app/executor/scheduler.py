@@ -125,6 +125,7 @@ class Executor:
         self.consumers: list[Consumer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
+        self.consuming = False
 
     async def start(self) -> None:
         removed = await asyncio.to_thread(remove_leftovers, self.client, self.settings.executor_id)
@@ -143,6 +144,8 @@ class Executor:
                 await self.broker.consume_jobs(language.name, pool.maximum, self._on_delivery(language))
             )
         self.consumers.append(await self.broker.consume_dead(self._dead_letter))
+        self.consumers.append(await self.broker.announce())
+        self.consuming = True
         log.info("executor consuming", extra={"languages": self.registry.names(), "slots": self.slots.capacity})
 
     async def warm(self, timeout: float) -> bool:
@@ -157,6 +160,7 @@ class Executor:
     async def drain(self, timeout: float) -> None:
         """Stop taking jobs, let running ones finish (or hand them back), remove every container."""
         self._draining = True
+        self.consuming = False
         for consumer in self.consumers:
             await consumer.cancel()
         if self._tasks:

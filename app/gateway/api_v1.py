@@ -34,6 +34,9 @@ def not_found(job_id: str) -> ApiError:
 @bp.post("/jobs")
 async def submit() -> Any:
     gw = gateway()
+    # Read the body before any refusal: answering without reading it makes the server drop
+    # the connection, and the client's next request on it fails.
+    await request.get_data(cache=True)
     identity = gw.identify(request)
     body = await json_body()
     job = gw.build_job(body, identity)

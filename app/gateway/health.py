@@ -34,6 +34,14 @@ async def queue_stats() -> dict[str, QueueStats]:
     return stats
 
 
+async def count_executors() -> int:
+    """Executors consuming anywhere, this process's own included."""
+    broker: Broker = current_app.extensions["runbox.broker"]
+    executor = current_app.extensions.get("runbox.executor")
+    local = 1 if executor is not None and executor.consuming else 0
+    return await broker.executors() + local
+
+
 @bp.get("/healthz")
 async def healthz() -> Any:
     return jsonify({"status": "ok", "roles": list(current_app.extensions["runbox.settings"].roles)})
@@ -45,13 +53,15 @@ async def readyz() -> Any:
     if not broker.connected:
         return _unready("broker_unavailable", "RabbitMQ is not reachable.")
     try:
+        executors = await asyncio.wait_for(count_executors(), 3)
         stats = await asyncio.wait_for(queue_stats(), 3)
     except (TimeoutError, BrokerUnavailable, Exception):
         return _unready("broker_unavailable", "RabbitMQ did not answer.")
-    consuming = sorted(name for name, stat in stats.items() if stat.consumers > 0)
-    if not consuming:
+    current_app.extensions["runbox.metrics"].executors.set(executors)
+    if executors == 0:
         return _unready("no_executor", "No executor is consuming jobs.")
-    return jsonify({"status": "ready", "languages_consumed": consuming})
+    backlog = {name: stat.messages for name, stat in stats.items()}
+    return jsonify({"status": "ready", "executors": executors, "backlog": backlog})
 
 
 def _unready(code: str, message: str) -> Any:
@@ -68,6 +78,7 @@ async def metrics() -> Any:
     if "gateway" in ext["runbox.settings"].roles and broker.connected:
         try:
             await asyncio.wait_for(queue_stats(), 2)
+            ext["runbox.metrics"].executors.set(await asyncio.wait_for(count_executors(), 2))
         except Exception:  # a scrape must not fail because RabbitMQ is slow
             pass
     return Response(generate_latest(ext["runbox.metrics"].registry), content_type=CONTENT_TYPE_LATEST)

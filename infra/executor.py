@@ -1,0 +1,111 @@
+"""The executors: containers that drive the host's Docker engine to run sandboxes.
+
+Only these mount the Docker socket. Access to it is root-equivalent on the host, so they join
+only the internal backend network (RabbitMQ and Prometheus), publish nothing, and are never
+``privileged``: the sandboxes they start are sibling containers made by the host's engine, each
+with ``network_mode="none"``, the runtime below, and every limit set in app/executor/sandbox.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.common import APP_PORT, docker_labels, env_list, hardening
+
+SOCKET_IN_CONTAINER = "/var/run/docker.sock"
+APP_UID = 10000  # the image's non-root user (Dockerfile)
+
+
+@dataclass
+class ExecutorArgs:
+    """Inputs of :class:`Executor`."""
+
+    prefix: str
+    image: pulumi.Input[str]
+    amqp_url: pulumi.Output[str]  # secret: holds the broker password
+    network: pulumi.Input[str]  # the internal backend network
+    count: int = 1
+    runtime: str = "runc"  # RUNBOX_RUNTIME for the sandboxes: runc, or runsc (gVisor)
+    runtimes: Sequence[str] = ()  # per-executor overrides of ``runtime``, by index
+    docker_socket: str = "/var/run/docker.sock"  # on the host
+    # The host's group owning the socket: the executor runs as the image's user with that group
+    # added. None runs it as root instead (still unprivileged, no capabilities).
+    docker_gid: int | None = None
+    amqp_prefix: str = "runbox"
+    log_level: str = "INFO"
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    image_hash: str = ""  # app image digest label
+    sandbox_hash: str = ""  # sandbox images digest label: new images restart the warm pools
+    labels: Mapping[str, str] = field(default_factory=dict)
+    depends_on: Sequence[pulumi.Resource] = ()  # the broker and the sandbox images
+
+
+class Executor(pulumi.ComponentResource):
+    """``count`` executor containers (RUNBOX_ROLES=executor) with the Docker socket mounted."""
+
+    containers: list[docker.Container]
+    names: list[str]
+    runtimes: list[str]
+    metrics_targets: list[str]
+
+    def __init__(self, name: str, args: ExecutorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("runbox:executor:Executor", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on))
+        labels = {
+            **args.labels,
+            "runbox.role": "executor",
+            "runbox.image-hash": args.image_hash,
+            "runbox.sandbox-hash": args.sandbox_hash,
+        }
+        if args.docker_gid is None:
+            identity: dict[str, Any] = {"user": "0:0"}
+        else:
+            identity = {"user": f"{APP_UID}:{APP_UID}", "group_adds": [str(args.docker_gid)]}
+
+        self.containers, self.names, self.runtimes, self.metrics_targets = [], [], [], []
+        for i in range(args.count):
+            child_name = f"{name}-{i}"
+            docker_name = f"{args.prefix}-{child_name}"
+            runtime = args.runtimes[i] if i < len(args.runtimes) else args.runtime
+            envs = env_list(
+                {
+                    **args.extra_env,
+                    "RUNBOX_ROLES": "executor",
+                    "RUNBOX_HOST": "0.0.0.0",
+                    "RUNBOX_PORT": str(APP_PORT),
+                    "RUNBOX_AMQP_PREFIX": args.amqp_prefix,
+                    # Stable across updates: a replaced executor removes its predecessor's sandboxes,
+                    # which carry this name in their runbox.executor label.
+                    "RUNBOX_EXECUTOR_NAME": docker_name,
+                    "RUNBOX_RUNTIME": runtime,
+                    "RUNBOX_DOCKER_URL": f"unix://{SOCKET_IN_CONTAINER}",
+                    "RUNBOX_LOG_LEVEL": args.log_level,
+                },
+                {"RUNBOX_AMQP_URL": args.amqp_url},
+            )
+            self.containers.append(
+                docker.Container(
+                    child_name,
+                    name=docker_name,
+                    hostname=docker_name,
+                    image=args.image,
+                    envs=envs,
+                    volumes=[
+                        docker.ContainerVolumeArgs(host_path=args.docker_socket, container_path=SOCKET_IN_CONTAINER)
+                    ],
+                    networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network, aliases=["executor"])],
+                    labels=docker_labels({**labels, "runbox.runtime": runtime}),
+                    **identity,
+                    **hardening(),
+                    opts=child,
+                )
+            )
+            self.names.append(docker_name)
+            self.runtimes.append(runtime)
+            self.metrics_targets.append(f"{docker_name}:{APP_PORT}")
+        self.register_outputs({"names": self.names, "runtimes": self.runtimes, "metrics_targets": self.metrics_targets})

@@ -1,0 +1,53 @@
+// Node.js for TypeScript jobs. Debian packages no @types/node, so a program's use of Node's
+// globals and built-in modules is typed `any` here; its own code is still fully checked.
+// Jobs compile with the ES library only (no DOM: faster, and no `document` that Node lacks),
+// so the globals Node shares with browsers are declared here too.
+declare var console: any;
+declare var performance: any;
+declare var TextEncoder: any;
+declare var TextDecoder: any;
+declare var URL: any;
+declare var URLSearchParams: any;
+declare var AbortController: any;
+declare function setTimeout(callback: (...args: any[]) => void, ms?: number, ...args: any[]): any;
+declare function clearTimeout(handle: any): void;
+declare function setInterval(callback: (...args: any[]) => void, ms?: number, ...args: any[]): any;
+declare function clearInterval(handle: any): void;
+declare function queueMicrotask(callback: () => void): void;
+declare function structuredClone<T>(value: T): T;
+declare var process: any;
+declare var require: any;
+declare var module: any;
+declare var exports: any;
+declare var Buffer: any;
+declare var global: any;
+declare var __dirname: string;
+declare var __filename: string;
+declare function setImmediate(callback: (...args: any[]) => void, ...args: any[]): any;
+declare function clearImmediate(handle: any): void;
+declare module "node:*";
+declare module "assert";
+declare module "assert/strict";
+declare module "async_hooks";
+declare module "buffer";
+declare module "child_process";
+declare module "crypto";
+declare module "events";
+declare module "fs";
+declare module "fs/promises";
+declare module "os";
+declare module "path";
+declare module "perf_hooks";
+declare module "process";
+declare module "readline";
+declare module "readline/promises";
+declare module "stream";
+declare module "string_decoder";
+declare module "timers";
+declare module "timers/promises";
+declare module "url";
+declare module "util";
+declare module "v8";
+declare module "vm";
+declare module "worker_threads";
+declare module "zlib";

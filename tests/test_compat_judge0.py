@@ -1,0 +1,398 @@
+"""The Judge0 CE compatible API against a real gateway, executor, RabbitMQ and Docker.
+
+The last tests drive the official ``judge0`` SDK from PyPI, unchanged, against the service.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import judge0
+import pytest
+from judge0.base_types import Config
+
+from tests.runbox_client import Service
+
+PYTHON_ID = 71
+DEFAULT_FIELDS = {"token", "time", "memory", "stdout", "stderr", "compile_output", "message", "status"}
+
+
+@pytest.fixture()
+def http(service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, timeout=120) as client:
+        yield client
+
+
+def post(http: httpx.Client, path: str, body: Any, **params: str) -> httpx.Response:
+    """POST, waiting out 429s: the session's tests share one client identity and its rate."""
+    response = http.post(path, json=body, params=params)
+    for _ in range(30):
+        if response.status_code != 429:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))
+        response = http.post(path, json=body, params=params)
+    return response
+
+
+def submit_wait(http: httpx.Client, body: dict[str, Any], **params: str) -> dict[str, Any]:
+    response = post(http, "/submissions", body, wait="true", **params)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def poll(http: httpx.Client, token: str, timeout: float = 60, **params: str) -> dict[str, Any]:
+    """GET a submission until it leaves In Queue / Processing."""
+    end = time.monotonic() + timeout
+    while True:
+        response = http.get(f"/submissions/{token}", params=params)
+        assert response.status_code == 200, response.text
+        data = dict(response.json())
+        status = data.get("status") or {"id": data.get("status_id")}
+        if status["id"] not in (1, 2) or time.monotonic() > end:
+            return data
+        time.sleep(0.1)
+
+
+def b64(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+# --- discovery -----------------------------------------------------------------------------------
+def test_about_statuses_and_config(http: httpx.Client) -> None:
+    about = http.get("/about").json()
+    assert about["version"] == "1.13.1"
+    statuses = http.get("/statuses").json()
+    assert [s["id"] for s in statuses] == list(range(1, 15))
+    names = {s["id"]: s["description"] for s in statuses}
+    assert names[3] == "Accepted" and names[4] == "Wrong Answer" and names[6] == "Compilation Error"
+    assert names[11] == "Runtime Error (NZEC)" and names[13] == "Internal Error" and names[14] == "Exec Format Error"
+    config = http.get("/config_info").json()
+    Config(**config)  # every attribute the SDK requires, with the right types
+    assert config["enable_wait_result"] is True
+    assert config["enable_batched_submissions"] is True
+
+
+def test_languages(http: httpx.Client) -> None:
+    languages = http.get("/languages").json()
+    assert any(lang["id"] == PYTHON_ID for lang in languages)
+    assert all(set(lang) == {"id", "name"} for lang in languages)
+    python = http.get(f"/languages/{PYTHON_ID}").json()
+    assert python["id"] == PYTHON_ID
+    assert python["name"].startswith("Python")
+    assert python["source_file"] == "main.py"
+    assert python["compile_cmd"] is None
+    assert "main.py" in python["run_cmd"]
+    assert python["is_archived"] is False
+    for missing in ("999999", "python"):
+        response = http.get(f"/languages/{missing}")
+        assert response.status_code == 404
+        assert "error" in response.json()
+
+
+# --- submissions -----------------------------------------------------------------------------------
+def test_wait_true_hello_world_with_stdin_and_arguments(http: httpx.Client) -> None:
+    body = {
+        "language_id": PYTHON_ID,
+        "source_code": "import sys\nprint('hello, ' + input(), sys.argv[1:])",
+        "stdin": "judge0",
+        "command_line_arguments": "one 'two three'",
+    }
+    result = submit_wait(http, body)
+    assert set(result) == DEFAULT_FIELDS
+    assert result["status"] == {"id": 3, "description": "Accepted"}
+    assert result["stdout"] == "hello, judge0 ['one', 'two three']\n"
+    assert result["stderr"] is None
+    assert result["compile_output"] is None
+    assert result["message"] is None
+    assert isinstance(result["time"], str) and float(result["time"]) >= 0
+    assert isinstance(result["memory"], int) and result["memory"] > 0
+
+
+def test_wait_false_then_poll_by_token(http: httpx.Client) -> None:
+    response = post(http, "/submissions", {"language_id": PYTHON_ID, "source_code": "print(6 * 7)"})
+    assert response.status_code == 201, response.text
+    assert set(response.json()) == {"token"}
+    token = response.json()["token"]
+    result = poll(http, token)
+    assert set(result) == DEFAULT_FIELDS
+    assert result["token"] == token
+    assert result["status"]["id"] == 3
+    assert result["stdout"] == "42\n"
+
+
+def test_base64_round_trip(http: httpx.Client) -> None:
+    # Binary stdin reaches the program byte for byte; text comes back Base64 encoded.
+    source = "import sys\ndata = sys.stdin.buffer.read()\nprint(list(data[:2]), data[2:].decode()[::-1])"
+    stdin = b"\xff\x00h\xc3\xa9llo"
+    response = post(
+        http,
+        "/submissions",
+        {"language_id": PYTHON_ID, "source_code": b64(source), "stdin": b64(stdin), "expected_output": b64("x")},
+        base64_encoded="true",
+    )
+    assert response.status_code == 201, response.text
+    token = response.json()["token"]
+    result = poll(http, token, base64_encoded="true", fields="*")
+    assert result["status"]["id"] == 4  # ran, and its output is not the expected "x"
+    assert unb64(result["stdout"]).decode() == "[255, 0] olléh\n"
+    assert unb64(result["source_code"]).decode() == source
+    assert unb64(result["stdin"]) == stdin
+    assert unb64(result["expected_output"]) == b"x"
+    assert unb64(result["message"]) == b""
+    # Without base64_encoded the stdin is not valid UTF-8, which Judge0 refuses to send raw.
+    raw = http.get(f"/submissions/{token}", params={"fields": "stdin"})
+    assert raw.status_code == 400
+    assert "base64_encoded=true" in raw.json()["error"]
+    assert http.get(f"/submissions/{token}").json()["stdout"] == "[255, 0] olléh\n"
+
+
+def test_fields_filtering(http: httpx.Client) -> None:
+    result = submit_wait(
+        http, {"language_id": PYTHON_ID, "source_code": "print('x')"}, fields="stdout,status_id,language_id"
+    )
+    assert result == {"stdout": "x\n", "status_id": 3, "language_id": PYTHON_ID}
+    token = submit_wait(http, {"language_id": PYTHON_ID, "source_code": "pass"}, fields="token")["token"]
+    everything = http.get(f"/submissions/{token}", params={"fields": "*"}).json()
+    for name in ("source_code", "language_id", "stdin", "expected_output", "status", "language", "created_at",
+                 "finished_at", "wall_time", "exit_code", "exit_signal", "cpu_time_limit", "memory_limit"):
+        assert name in everything
+    assert everything["language"]["id"] == PYTHON_ID
+    assert everything["exit_code"] == 0
+    bad = http.get(f"/submissions/{everything['token']}", params={"fields": "stdout,bogus,nope"})
+    assert bad.status_code == 400
+    assert bad.json() == {"error": "invalid fields: [bogus, nope]"}
+
+
+def test_expected_output_accepted_and_wrong_answer(http: httpx.Client) -> None:
+    source = "print(input().upper())"
+    accepted = submit_wait(
+        http, {"language_id": PYTHON_ID, "source_code": source, "stdin": "abc", "expected_output": "ABC  \n\n"}
+    )
+    assert accepted["status"] == {"id": 3, "description": "Accepted"}
+    wrong = submit_wait(
+        http, {"language_id": PYTHON_ID, "source_code": source, "stdin": "abc", "expected_output": "abc"}
+    )
+    assert wrong["status"] == {"id": 4, "description": "Wrong Answer"}
+    assert wrong["stdout"] == "ABC\n"
+
+
+def test_non_zero_exit_is_nzec(http: httpx.Client) -> None:
+    result = submit_wait(
+        http,
+        {"language_id": PYTHON_ID, "source_code": "import sys\nprint('oops', file=sys.stderr)\nsys.exit(3)"},
+        fields="status,exit_code,exit_signal,stderr,message",
+    )
+    assert result["status"] == {"id": 11, "description": "Runtime Error (NZEC)"}
+    assert result["exit_code"] == 3
+    assert result["exit_signal"] is None
+    assert result["stderr"] == "oops\n"
+    assert result["message"] == "Exited with error status 3"
+
+
+def test_signal_maps_to_its_runtime_error(http: httpx.Client) -> None:
+    result = submit_wait(
+        http, {"language_id": PYTHON_ID, "source_code": "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"}
+    )
+    assert result["status"] == {"id": 7, "description": "Runtime Error (SIGSEGV)"}
+
+
+def test_time_limit_exceeded(http: httpx.Client) -> None:
+    started = time.monotonic()
+    result = submit_wait(
+        http, {"language_id": PYTHON_ID, "source_code": "import time\ntime.sleep(30)", "wall_time_limit": 1}
+    )
+    assert time.monotonic() - started < 20
+    assert result["status"] == {"id": 5, "description": "Time Limit Exceeded"}
+    cpu = submit_wait(http, {"language_id": PYTHON_ID, "source_code": "while True: pass", "cpu_time_limit": 1})
+    assert cpu["status"]["id"] == 5
+
+
+def test_limits_are_echoed_in_judge0_units(http: httpx.Client) -> None:
+    result = submit_wait(
+        http,
+        {"language_id": PYTHON_ID, "source_code": "pass", "cpu_time_limit": 2, "memory_limit": 128000,
+         "max_file_size": 2048, "max_processes_and_or_threads": 16},
+        fields="cpu_time_limit,wall_time_limit,memory_limit,max_file_size,max_processes_and_or_threads,status",
+    )
+    assert result["status"]["id"] == 3
+    assert float(result["cpu_time_limit"]) == 2.0
+    assert float(result["wall_time_limit"]) >= 2.0
+    assert result["memory_limit"] == 128000
+    assert result["max_file_size"] == 2048
+    assert result["max_processes_and_or_threads"] == 16
+
+
+def test_additional_files_zip(http: httpx.Client) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("helper.py", "GREETING = 'from the zip'\n")
+    result = submit_wait(
+        http,
+        {"language_id": PYTHON_ID, "source_code": "import helper\nprint(helper.GREETING)",
+         "additional_files": b64(buffer.getvalue())},
+    )
+    assert result["stdout"] == "from the zip\n"
+
+
+def test_redirect_stderr_to_stdout(http: httpx.Client) -> None:
+    source = "import sys, time\nprint('a', flush=True)\ntime.sleep(0.3)\nprint('b', file=sys.stderr, flush=True)"
+    result = submit_wait(
+        http, {"language_id": PYTHON_ID, "source_code": source, "redirect_stderr_to_stdout": True}
+    )
+    assert result["stdout"] == "a\nb\n"
+    assert result["stderr"] is None
+
+
+def py(**extra: Any) -> dict[str, Any]:
+    return {"source_code": "x", "language_id": PYTHON_ID, **extra}
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        ({"language_id": PYTHON_ID}, {"source_code": ["can't be blank"]}),
+        ({"source_code": "print(1)"}, {"language_id": ["can't be blank"]}),
+        (py(language_id=150000), {"language_id": ["language with id 150000 doesn't exist"]}),
+        ({}, {"source_code": ["can't be blank"], "language_id": ["can't be blank"]}),
+        (py(wall_time_limit=100000), None),
+        (py(cpu_time_limit="fast"), {"cpu_time_limit": ["is not a number"]}),
+        (py(memory_limit=-1), {"memory_limit": ["must be greater than 0"]}),
+        (py(enable_network=True), {"enable_network": ["this option cannot be enabled"]}),
+        (py(command_line_arguments="'unclosed"), None),
+        (py(additional_files="bm90IGEgemlw"), None),
+        (py(callback_url="http://example.com/hook"), None),
+        (["not", "an", "object"], {"submission": ["must be a JSON object"]}),
+    ],
+)
+def test_invalid_submissions_get_422(http: httpx.Client, body: Any, errors: dict[str, list[str]] | None) -> None:
+    response = post(http, "/submissions", body)
+    assert response.status_code == 422, response.text
+    payload = response.json()
+    if errors is not None:
+        assert payload == errors
+    else:
+        assert payload and all(isinstance(v, list) and v for v in payload.values())
+
+
+def test_base64_flag_with_invalid_base64_is_422(http: httpx.Client) -> None:
+    response = post(http, "/submissions", {"language_id": PYTHON_ID, "source_code": "abc"}, base64_encoded="true")
+    assert response.status_code == 422
+    assert "source_code" in response.json()
+
+
+def test_malformed_json_and_unknown_tokens(http: httpx.Client) -> None:
+    response = http.post("/submissions", content=b"{oops", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "error" in response.json()
+    for token in ("nope", "0" * 26, "01a2000000000000000000000z"):
+        missing = http.get(f"/submissions/{token}")
+        assert missing.status_code == 404, token
+        assert "error" in missing.json()
+
+
+def test_unknown_api_key_is_401_in_judge0_shape(http: httpx.Client) -> None:
+    # Judge0 clients authenticate with X-Auth-Token; it is read as an API key.
+    for headers in ({"X-Auth-Token": "not-a-key"}, {"Authorization": "Bearer not-a-key"}):
+        response = http.post("/submissions", json={"language_id": PYTHON_ID, "source_code": "x"}, headers=headers)
+        assert response.status_code == 401
+        assert set(response.json()) == {"error"}
+
+
+def test_compile_error_for_a_compiled_language(http: httpx.Client) -> None:
+    compiled = [
+        lang for lang in http.get("/languages").json()
+        if http.get(f"/languages/{lang['id']}").json()["compile_cmd"] is not None
+    ]
+    if not compiled:
+        pytest.skip("no compiled language is registered in this deployment")
+    result = submit_wait(http, {"language_id": compiled[0]["id"], "source_code": "this is not ( a program"})
+    assert result["status"] == {"id": 6, "description": "Compilation Error"}
+    assert result["compile_output"]
+    assert result["stdout"] is None
+
+
+def test_batch_create_and_get(http: httpx.Client) -> None:
+    batch = {
+        "submissions": [
+            {"language_id": PYTHON_ID, "source_code": b64("print('first')")},
+            {"language_id": PYTHON_ID, "source_code": b64("print(input())"), "stdin": b64("second")},
+            {"language_id": 150000, "source_code": b64("x")},
+        ]
+    }
+    response = post(http, "/submissions/batch", batch, base64_encoded="true")
+    assert response.status_code == 201, response.text
+    answers = response.json()
+    assert len(answers) == 3
+    assert set(answers[0]) == {"token"} and set(answers[1]) == {"token"}
+    assert answers[2] == {"language_id": ["language with id 150000 doesn't exist"]}
+    tokens = [answers[0]["token"], answers[1]["token"], "0" * 26]
+    end = time.monotonic() + 60
+    while True:
+        params = {"tokens": ",".join(tokens), "base64_encoded": "true", "fields": "token,stdout,status"}
+        got = http.get("/submissions/batch", params=params)
+        assert got.status_code == 200, got.text
+        submissions = got.json()["submissions"]
+        if all(s is None or s["status"]["id"] > 2 for s in submissions) or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    assert submissions[2] is None
+    assert [unb64(s["stdout"]) for s in submissions[:2]] == [b"first\n", b"second\n"]
+    assert [s["token"] for s in submissions[:2]] == tokens[:2]
+
+
+def test_batch_errors(http: httpx.Client) -> None:
+    assert post(http, "/submissions/batch", {"submissions": []}).status_code == 400
+    too_many = {"submissions": [{"language_id": PYTHON_ID, "source_code": "pass"}] * 21}
+    response = post(http, "/submissions/batch", too_many)
+    assert response.status_code == 400
+    assert "less than or equal to 20" in response.json()["error"]
+    none_valid = post(http, "/submissions/batch", {"submissions": [{"language_id": PYTHON_ID}]})
+    assert none_valid.status_code == 422
+    assert none_valid.json() == [{"source_code": ["can't be blank"]}]
+    assert http.get("/submissions/batch").status_code == 400
+
+
+# --- the official SDK ------------------------------------------------------------------------------
+def test_official_judge0_client_end_to_end(service: Service) -> None:
+    client = judge0.Client(service.url)  # the SDK's documented way to use a self-hosted Judge0
+    assert client.version == "1.13.1"
+    assert client.is_language_supported(judge0.PYTHON)
+
+    result = judge0.run(client=client, source_code="print(input()[::-1])", language=judge0.PYTHON, stdin="abc")
+    assert result.status == judge0.Status.ACCEPTED
+    assert result.stdout == "cba\n"
+    assert result.time is not None and result.memory is not None
+    assert result.source_code == "print(input()[::-1])"  # answered back with fields=*
+
+    # Several test cases: created with one batch request, polled with batch GETs.
+    results = judge0.run(
+        client=client,
+        source_code="print(input().upper())",
+        language=judge0.PYTHON,
+        test_cases=[("a", "A"), ("b", "wrong"), judge0.TestCase(input="c", expected_output="C")],
+    )
+    assert [r.status for r in results] == [
+        judge0.Status.ACCEPTED, judge0.Status.WRONG_ANSWER, judge0.Status.ACCEPTED
+    ]
+    assert [r.stdout for r in results] == ["A\n", "B\n", "C\n"]
+
+    failing = judge0.run(
+        client=client, submissions=judge0.Submission(source_code="import sys; sys.exit(4)", language=PYTHON_ID)
+    )
+    assert failing.status == judge0.Status.RUNTIME_ERROR_NZEC
+    assert failing.exit_code == 4
+
+    pending = judge0.async_run(client=client, source_code="print('later')", language=judge0.PYTHON)
+    assert pending.token
+    done = judge0.wait(client=client, submissions=pending)
+    assert done.stdout == "later\n"

@@ -1,0 +1,186 @@
+"""The Piston v2 compatible API against a real gateway, executor, RabbitMQ and Docker."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.runbox_client import Service
+
+HELLO = "import sys\nname = input()\nprint(f'hello, {name}', sys.argv[1:])\n"
+
+
+@pytest.fixture()
+def http(service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, timeout=120) as client:
+        yield client
+
+
+def execute(http: httpx.Client, body: dict[str, Any]) -> httpx.Response:
+    """POST /api/v2/execute, waiting out 429s: the session's tests share one client identity."""
+    response = http.post("/api/v2/execute", json=body)
+    for _ in range(30):
+        if response.status_code != 429:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))
+        response = http.post("/api/v2/execute", json=body)
+    return response
+
+
+def ok(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    response = execute(http, body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def python(source: str, **extra: Any) -> dict[str, Any]:
+    return {"language": "python", "version": "*", "files": [{"name": "main.py", "content": source}], **extra}
+
+
+def test_runtimes_lists_the_registry(http: httpx.Client) -> None:
+    response = http.get("/api/v2/runtimes")
+    assert response.status_code == 200
+    runtimes = response.json()
+    assert isinstance(runtimes, list) and runtimes
+    for runtime in runtimes:
+        assert isinstance(runtime["language"], str) and runtime["language"]
+        assert isinstance(runtime["version"], str) and runtime["version"]
+        assert isinstance(runtime["aliases"], list)
+    by_name = {r["language"]: r for r in runtimes}
+    v1 = {lang["name"]: lang for lang in http.get("/api/v1/languages").json()}
+    assert by_name["python"]["version"] == v1["python"]["version"]
+    assert "py" in by_name["python"]["aliases"]
+
+
+def test_hello_world_with_stdin_and_args(http: httpx.Client) -> None:
+    version = http.get("/api/v1/languages").json()
+    python_version = next(lang["version"] for lang in version if lang["name"] == "python")
+    # Piston clients usually name the exact version; an alias selects the language too.
+    body = python(HELLO, stdin="runbox\n", args=["a", "b c"])
+    body.update(language="py", version=python_version)
+    answer = ok(http, body)
+    assert answer["language"] == "python"
+    assert answer["version"] == python_version
+    assert "compile" not in answer  # python has no compile stage
+    run = answer["run"]
+    assert run["stdout"] == "hello, runbox ['a', 'b c']\n"
+    assert run["stderr"] == ""
+    assert run["output"] == run["stdout"]
+    assert run["code"] == 0
+    assert run["signal"] is None
+
+
+def test_output_interleaves_stdout_and_stderr(http: httpx.Client) -> None:
+    source = "import sys, time\nprint('one', flush=True)\ntime.sleep(0.3)\nprint('two', file=sys.stderr, flush=True)\n"
+    run = ok(http, python(source))["run"]
+    assert run["stdout"] == "one\n"
+    assert run["stderr"] == "two\n"
+    assert run["output"] == "one\ntwo\n"
+
+
+def test_version_selectors(http: httpx.Client) -> None:
+    version = next(r["version"] for r in http.get("/api/v2/runtimes").json() if r["language"] == "python")
+    major = version.split(".")[0]
+    for selector in ("*", major, f"{major}.x", version):
+        assert ok(http, python("print(1)", version=selector))["run"]["stdout"] == "1\n", selector
+
+
+def test_extra_files_and_encodings(http: httpx.Client) -> None:
+    body = {
+        "language": "python",
+        "version": "*",
+        "files": [
+            {"name": "whatever.py", "content": "import helper\nprint(helper.VALUE, open('data.bin', 'rb').read())"},
+            {"name": "helper.py", "content": "VALUE = 42\n"},
+            {"name": "data.bin", "content": base64.b64encode(b"\x00\xffraw").decode(), "encoding": "base64"},
+        ],
+    }
+    assert ok(http, body)["run"]["stdout"] == "42 b'\\x00\\xffraw'\n"
+
+
+def test_non_zero_exit(http: httpx.Client) -> None:
+    run = ok(http, python("import sys\nprint('bye', file=sys.stderr)\nsys.exit(3)"))["run"]
+    assert run["code"] == 3
+    assert run["signal"] is None
+    assert run["stderr"] == "bye\n"
+    assert run["status"] == "RE"
+
+
+def test_timeout_is_reported_as_sigkill(http: httpx.Client) -> None:
+    started = time.monotonic()
+    run = ok(http, python("import time\nprint('start', flush=True)\ntime.sleep(30)", run_timeout=1000))["run"]
+    assert time.monotonic() - started < 20
+    assert run["signal"] == "SIGKILL"
+    assert run["code"] is None
+    assert run["status"] == "TO"
+    assert run["stdout"] == "start\n"
+
+
+def test_memory_limit_in_bytes(http: httpx.Client) -> None:
+    source = "x = bytearray(200 * 1024 * 1024)\nprint('allocated')"
+    run = ok(http, python(source, run_memory_limit=64 * 1024 * 1024))["run"]
+    assert "allocated" not in run["stdout"]
+    assert run["code"] != 0 or run["signal"] is not None
+    # -1 means "the default limit", under which the same program runs.
+    assert ok(http, python("print('fine')", run_memory_limit=-1))["run"]["stdout"] == "fine\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"language": "cobol-2000", "version": "*", "files": [{"content": "x"}]}, "runtime is unknown"),
+        ({"language": "python", "version": "0.0.1", "files": [{"content": "x"}]}, "runtime is unknown"),
+        ({"language": "python", "version": "*"}, "files is required as an array"),
+        ({"language": "python", "version": "*", "files": "print(1)"}, "files is required as an array"),
+        ({"language": "python", "version": "*", "files": [{"name": "a.py"}]}, "files[0].content is required"),
+        ({"language": "python", "version": "*", "files": []}, "at least one utf8 encoded file"),
+        ({"version": "*", "files": [{"content": "x"}]}, "language is required as a string"),
+        ({"language": 7, "version": "*", "files": [{"content": "x"}]}, "language is required as a string"),
+        ({"language": "python", "version": 3, "files": [{"content": "x"}]}, "version is required as a string"),
+        ({"language": "python", "files": [{"content": "x"}], "run_timeout": 10**9}, "cannot exceed"),
+        ({"language": "python", "files": [{"content": "x"}], "run_timeout": "soon"}, "must be a number"),
+        ({"language": "python", "files": [{"content": "x"}], "run_memory_limit": -5}, "non-negative"),
+        ({"language": "python", "files": [{"content": "x"}], "args": "a b"}, "args"),
+        ({"language": "python", "files": [{"content": "x"}], "stdin": 5}, "stdin"),
+        ({"language": "python", "files": [{"content": "x"}, {"name": "../x", "content": ""}]}, "not allowed"),
+        ({"language": "python", "files": [{"content": "abc", "encoding": "base64"}, {"content": "y"}]}, "base64"),
+    ],
+)
+def test_bad_input_gets_a_400_message(http: httpx.Client, body: dict[str, Any], fragment: str) -> None:
+    response = execute(http, body)
+    assert response.status_code == 400, response.text
+    payload = response.json()
+    assert set(payload) == {"message"}
+    assert fragment in payload["message"]
+
+
+def test_malformed_bodies(http: httpx.Client) -> None:
+    for content in (b"{not json", b"", b"[1, 2]"):
+        response = http.post("/api/v2/execute", content=content, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert isinstance(response.json()["message"], str)
+
+
+def test_unknown_api_key_is_401_in_piston_shape(http: httpx.Client) -> None:
+    response = http.post("/api/v2/execute", json=python("print(1)"), headers={"Authorization": "Bearer not-a-key"})
+    assert response.status_code == 401
+    assert set(response.json()) == {"message"}
+
+
+def test_compile_error_for_a_compiled_language(http: httpx.Client) -> None:
+    compiled = [lang for lang in http.get("/api/v1/languages").json() if lang["compiled"]]
+    if not compiled:
+        pytest.skip("no compiled language is registered in this deployment")
+    # Our language names are accepted alongside Piston's names and aliases.
+    name = compiled[0]["name"]
+    answer = ok(http, {"language": name, "version": "*", "files": [{"content": "this is not ( a program"}]})
+    compile_stage = answer["compile"]
+    assert compile_stage["code"] not in (0, None)
+    assert compile_stage["output"]
+    # The program never ran; the run stage repeats the compile stage, as Piston does.
+    assert answer["run"] == compile_stage
