@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 SANDBOX_UID = 10001
 AGENT_MEMORY_MB = 48  # the agent's own share of a container's memory limit
 AGENT_PROCESSES = 8  # the agent, the scrub's helpers
+# Under gVisor the pids cgroup also counts the sandbox kernel's own threads, so it only
+# guards the host; the job's process cap is then RLIMIT_NPROC, which gVisor counts per
+# sandbox (under runc the same rlimit would count every sandbox of the uid host-wide).
+GVISOR_THREADS = 512
 TMP_MB = 64
 SHM_MB = 16
 GREETING_TIMEOUT_S = 30.0
@@ -65,7 +69,7 @@ def container_options(
         "read_only": True,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
-        "pids_limit": limits.processes + AGENT_PROCESSES,
+        "pids_limit": limits.processes + AGENT_PROCESSES + (GVISOR_THREADS if runtime == "runsc" else 0),
         "mem_limit": f"{memory}m",
         "memswap_limit": f"{memory}m",
         "nano_cpus": int(cpus * 1e9),
@@ -89,7 +93,7 @@ def container_options(
 
 
 def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[str, str]],
-              stdin: str, args: tuple[str, ...]) -> dict[str, Any]:
+              stdin: str, args: tuple[str, ...], runtime: str = "runc") -> dict[str, Any]:
     """The message the agent receives: files to write and the steps to run under their limits."""
     from app.languages import HARD_OUTPUT_FACTOR
 
@@ -118,6 +122,9 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
         "output_bytes": out_cap,
         "hard_output_bytes": out_cap * HARD_OUTPUT_FACTOR,
     })
+    if runtime == "runsc":
+        for step in steps:
+            step["nproc"] = limits.processes + 1  # the agent runs as the same user
     return {"id": job_id, "files": files, "env": language.env, "steps": steps}
 
 

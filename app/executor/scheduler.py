@@ -250,7 +250,7 @@ class Executor:
         log.info("job started", extra={"job": job.id, "language": language.name, "attempt": run.attempt})
         files = [{"name": language.source_file, "content": job.source}]
         files += [{"name": f.name, "content": f.content} for f in job.files]
-        payload = agent_job(job.id, language, job.limits, files, job.stdin, job.args)
+        payload = agent_job(job.id, language, job.limits, files, job.stdin, job.args, pool.runtime)
         deadline = job.limits.timeout_s + (language.compile.timeout_s if language.compile else 0) + DEADLINE_SLACK_S
         result = empty_result()
         stdout: list[str] = []

@@ -143,13 +143,15 @@ class Capture:
             self.pending = []
 
 
-def limited_argv(argv: list, limits: dict) -> list:
+def limited_argv(argv: list, limits: dict, nproc: int | None) -> list:
     """Prefix the command with prlimit(1): a preexec_fn would make every spawn about 5 ms slower."""
     cpu = max(1, int(limits.get("cpu_time_s", 5) + 0.999))
     fsize = int(limits.get("file_size_kb", 10240)) * 1024
     nofile = int(limits.get("open_files", 256))
+    extra = [f"--nproc={nproc}:{nproc}"] if nproc else []
     return [
         "/usr/bin/prlimit",
+        *extra,
         f"--cpu={cpu}:{cpu + 1}",
         f"--fsize={fsize}:{fsize}",
         f"--nofile={nofile}:{nofile}",
@@ -184,7 +186,7 @@ def run_step(step: dict, env: dict) -> dict:
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            limited_argv(step["argv"], limits),
+            limited_argv(step["argv"], limits, step.get("nproc")),
             cwd=WORK,
             env=env,
             stdin=subprocess.PIPE,
