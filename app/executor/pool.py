@@ -32,11 +32,23 @@ HEALTH_INTERVAL_S = 5.0
 
 
 class Budget:
-    """Memory shared by all pools of an executor; a pool warms a container only if it fits."""
+    """Memory shared by all pools of an executor; a pool warms a container only if it fits.
+
+    When a pool with waiting jobs finds the budget spent, idle containers of other pools
+    are given up for it (those above their pool's minimum first), so idle languages cannot
+    starve a busy one.
+    """
 
     def __init__(self, total_mb: int) -> None:
         self.total_mb = total_mb
         self.used_mb = 0
+        self.pools: list[Pool] = []
+
+    def reclaim(self, requester: Pool) -> bool:
+        """Ask another pool to drop one idle container; True when one is on its way out."""
+        others = [p for p in self.pools if p is not requester and p.idle and not p.waiters]
+        others.sort(key=lambda p: (len(p.idle) <= p.minimum, -len(p.idle)))
+        return any(pool.shed_one() for pool in others)
 
     def take(self, mb: int) -> bool:
         if self.used_mb + mb > self.total_mb:
@@ -64,6 +76,7 @@ class Pool:
         self.client = client
         self.metrics = metrics
         self.budget = budget
+        budget.pools.append(self)
         self.minimum, self.size, self.maximum = settings.pool_sizes(language.name)
         self.target = self.size
         self.limits = language.default_limits
@@ -76,6 +89,7 @@ class Pool:
         self._failures = 0
         self._last_demand = time.monotonic()
         self._peak_busy = 0
+        self._yield_until = 0.0
         self._wakeup = asyncio.Event()
         self._available = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -171,6 +185,8 @@ class Pool:
             self._peak_busy = 0
         else:
             self.target = max(self.minimum, min(self.maximum, max(self.size, self._peak_busy + 2)))
+        if now < self._yield_until and not self.waiters:
+            self.target = min(self.target, max(self.minimum, len(self.idle) + self.busy))
 
     async def _maintain(self) -> None:
         """Keep idle + warming at the target; replace dead containers; shrink when idle."""
@@ -182,6 +198,8 @@ class Pool:
                 want = max(want, self.waiters - self.warming)
                 for _ in range(max(0, want)):
                     if not self.budget.take(self.memory_mb):
+                        if self.waiters:
+                            self.budget.reclaim(self)
                         break
                     self.warming += 1
                     self._spawn(self._warm_one())
@@ -197,6 +215,16 @@ class Pool:
             self._wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+
+    def shed_one(self) -> bool:
+        """Remove one idle container to free memory for another pool."""
+        if not self.idle:
+            return False
+        # Stay smaller for a while, or this pool would re-warm straight into the freed memory.
+        self._yield_until = time.monotonic() + SHRINK_AFTER_S / 4
+        self._spawn(self._remove(self.idle.popleft()))
+        self.metrics.container_events.labels(self.language.name, "recycled").inc()
+        return True
 
     # --- lending -----------------------------------------------------------------------------
     def fits(self, limits: Limits) -> bool:
