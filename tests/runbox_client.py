@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -180,7 +181,8 @@ class Service:
             env=self.env,
             stdout=log,
             stderr=log,
-            preexec_fn=_die_with_parent,
+            # PR_SET_PDEATHSIG fires when the creating *thread* ends, so only the main thread may use it.
+            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
         end = time.monotonic() + timeout
         path = "/readyz" if wait_ready else "/healthz"

@@ -99,3 +99,49 @@ def test_unknown_key_is_401_not_a_crash(limited: Service) -> None:
         response = limited.client(Authorization=header).submit({"language": "python", "source": "1"})
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
+
+
+def test_forwarded_for_only_counts_from_trusted_proxies(real_stack: None) -> None:
+    body = {"language": "python", "source": "print(1)"}
+    env = {"RUNBOX_ANONYMOUS_BURST": "2", "RUNBOX_ANONYMOUS_RATE_PER_S": "0.01"}
+    untrusted = Service(**env).start()
+    try:
+        client = untrusted.client()
+        # A client cannot spoof its way past the limiter with made-up X-Forwarded-For values.
+        codes = [client.submit(body, headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(4)]
+        assert codes == [202, 202, 429, 429]
+    finally:
+        untrusted.stop()
+    proxied = Service(RUNBOX_TRUSTED_PROXIES="127.0.0.1/32", **env).start()
+    try:
+        client = proxied.client()
+        # Behind a trusted proxy, each forwarded client has its own bucket.
+        for i in range(3):
+            codes = [client.submit(body, headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code for _ in range(3)]
+            assert codes == [202, 202, 429]
+    finally:
+        proxied.stop()
+
+
+def test_keys_required_keeps_anonymous_out_except_the_playground(real_stack: None) -> None:
+    body = {"language": "python", "source": "print('p')"}
+    svc = Service(RUNBOX_REQUIRE_KEYS="true", RUNBOX_API_KEYS="standard:plain:k1",
+                  RUNBOX_ALLOW_ANONYMOUS_PLAYGROUND="true").start()
+    try:
+        anonymous = svc.client()
+        refused = anonymous.submit(body)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+        from_playground = anonymous.submit(body, headers={"X-Runbox-Playground": "1"})
+        assert from_playground.status_code == 202
+        keyed = svc.client(Authorization="Bearer k1")
+        job_id = keyed.submit_ok(body)
+        # Following a job needs only its id (EventSource cannot send headers).
+        assert anonymous.events(job_id)[-1].data["result"]["stdout"] == "p\n"
+    finally:
+        svc.stop()
+    closed = Service(RUNBOX_REQUIRE_KEYS="true", RUNBOX_API_KEYS="standard:plain:k1",
+                     RUNBOX_ALLOW_ANONYMOUS_PLAYGROUND="false").start()
+    try:
+        assert closed.client().submit(body, headers={"X-Runbox-Playground": "1"}).status_code == 401
+    finally:
+        closed.stop()

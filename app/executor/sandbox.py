@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,6 +35,8 @@ GVISOR_THREADS = 512
 TMP_MB = 64
 SHM_MB = 16
 GREETING_TIMEOUT_S = 30.0
+# The longest line the agent ever writes (a 1 MiB output chunk or compile log, JSON-escaped).
+MAX_AGENT_LINE = 32 * 1024 * 1024
 
 
 class SandboxError(RuntimeError):
@@ -125,7 +128,9 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
     if runtime == "runsc":
         for step in steps:
             step["nproc"] = limits.processes + 1  # the agent runs as the same user
-    return {"id": job_id, "files": files, "env": language.env, "steps": steps}
+    # A fresh secret the agent echoes in every message of this job: a line without it was
+    # written by the job itself (gVisor lets it open the agent's stdout via /proc/1/fd).
+    return {"id": job_id, "files": files, "env": language.env, "steps": steps, "token": secrets.token_hex(16)}
 
 
 class Sandbox:
@@ -142,7 +147,11 @@ class Sandbox:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._sock: Any = None
-        self._buffer = b""
+        self._partial: list[bytes] = []
+        self._partial_len = 0
+        self._token: str | None = None  # the running job's; None until the first job
+        self._tokens = False  # the agent echoes job tokens (said in its first greeting)
+        self.tampered = False
         self._lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
 
@@ -173,24 +182,50 @@ class Sandbox:
         if greeting is None or greeting.get("t") != "ready" or not greeting.get("clean"):
             await self.destroy()
             raise SandboxError(f"sandbox agent did not start cleanly: {greeting!r}")
+        self._tokens = bool(greeting.get("tokens"))
+
+    def _tamper(self, why: str) -> None:
+        """A line the agent did not write: the job reached the control channel; drop the container."""
+        log.warning("control channel tampered with", extra={"container": self.short_id, "detail": why})
+        self.tampered = True
+        self.dirty = True
 
     async def _demux(self) -> None:
-        """Split Docker's multiplexed attach stream; stdout carries the agent's JSON lines."""
+        """Split Docker's multiplexed attach stream; stdout carries the agent's JSON lines.
+
+        Every line must parse and, once a job was sent, carry that job's token; anything else
+        ends the stream (the job fails, the container is removed, never reused).
+        """
         assert self._reader is not None
         try:
-            while True:
+            while not self.tampered:
                 header = await self._reader.readexactly(8)
                 size = int.from_bytes(header[4:8], "big")
                 payload = await self._reader.readexactly(size)
                 if header[0] == 1:
-                    self._buffer += payload
-                    *lines, self._buffer = self._buffer.split(b"\n")
+                    *lines, rest = payload.split(b"\n")
+                    if lines and self._partial:
+                        lines[0] = b"".join(self._partial) + lines[0]
+                        self._partial, self._partial_len = [], 0
+                    if rest:
+                        self._partial.append(rest)
+                        self._partial_len += len(rest)
+                        if self._partial_len > MAX_AGENT_LINE:
+                            self._tamper("an endless line")
                     for line in lines:
-                        if line:
-                            try:
-                                self._lines.put_nowait(json.loads(line))
-                            except ValueError:
-                                log.warning("garbled agent line", extra={"container": self.short_id})
+                        if not line or self.tampered:
+                            continue
+                        try:
+                            message = json.loads(line)
+                        except ValueError:
+                            self._tamper("a garbled line")
+                            continue
+                        if not isinstance(message, dict) or (
+                            self._token is not None and message.get("k") != self._token
+                        ):
+                            self._tamper("a line without the job's token")
+                            continue
+                        self._lines.put_nowait(message)
                 elif header[0] == 2:
                     log.warning(
                         "agent stderr",
@@ -208,6 +243,8 @@ class Sandbox:
         """Send one job; yield the agent's messages up to and including ``done``."""
         assert self._writer is not None
         self.uses += 1
+        if self._tokens:
+            self._token = payload.get("token")
         self._writer.write(json.dumps(payload, separators=(",", ":")).encode() + b"\n")
         await self._writer.drain()
         end = time.monotonic() + deadline_s
@@ -220,6 +257,8 @@ class Sandbox:
                 raise SandboxError("the sandbox agent stopped answering") from exc
             if message is None:
                 self.dirty = True
+                if self.tampered:
+                    raise SandboxError("the job wrote into the sandbox agent's control channel")
                 raise SandboxError("the sandbox container exited during the job")
             yield message
             if message.get("t") == "done":

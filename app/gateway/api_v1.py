@@ -12,6 +12,9 @@ from app.gateway.errors import ApiError
 from app.gateway.sse import KEEPALIVE, encode, public_data
 
 bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
+# Sent by the playground page; with RUNBOX_ALLOW_ANONYMOUS_PLAYGROUND it may submit without a
+# key at the anonymous tier's allowance even when keys are required.
+PLAYGROUND_HEADER = "X-Runbox-Playground"
 
 
 async def json_body() -> Any:
@@ -37,7 +40,7 @@ async def submit() -> Any:
     # Read the body before any refusal: answering without reading it makes the server drop
     # the connection, and the client's next request on it fails.
     await request.get_data(cache=True)
-    identity = gw.identify(request)
+    identity = gw.identify(request, playground=request.headers.get(PLAYGROUND_HEADER) == "1")
     body = await json_body()
     job = gw.build_job(body, identity)
     decision = gw.admit(identity)
@@ -80,7 +83,9 @@ def last_event_id() -> int:
 @bp.get("/jobs/<job_id>/events")
 async def job_events(job_id: str) -> Any:
     gw = gateway()
-    identity = gw.identify(request)
+    # A job id is an unguessable capability, so following a job needs no key (browsers'
+    # EventSource cannot send one); a wrong key is still refused, and streams are capped.
+    identity = gw.identify(request, reading=True)
     after = last_event_id()
     if await gw.events.record(job_id) is None:
         raise not_found(job_id)

@@ -86,7 +86,7 @@ class Gateway:
                 return address
         return chain[0]
 
-    def identify(self, request: Request, *, playground: bool = False) -> Identity:
+    def identify(self, request: Request, *, playground: bool = False, reading: bool = False) -> Identity:
         """Resolve the caller; 401 for an unknown key, or for no key when keys are required."""
         header = request.headers.get("Authorization", "")
         if header:
@@ -100,7 +100,8 @@ class Gateway:
                 self.metrics.rejections.labels("unauthorized").inc()
                 raise ApiError(401, "unauthorized", "The API key is not known to this service.")
             return Identity("key:" + digest, self.tiers[tier_name])
-        if self.settings.require_keys and not (playground and self.settings.allow_anonymous_playground):
+        anonymous_ok = reading or (playground and self.settings.allow_anonymous_playground)
+        if self.settings.require_keys and not anonymous_ok:
             self.metrics.rejections.labels("unauthorized").inc()
             raise ApiError(
                 401,
