@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -51,16 +53,21 @@ def row(name: str, values: list[float]) -> str:
             f"p99={pct(ms, 99):7.1f} ms  mean={statistics.fmean(ms):7.1f} ms")
 
 
-def sandbox_container(executor: str, language: str = "python") -> str:
-    """An idle warm sandbox of the benchmark's own executor, for the floors."""
-    out = subprocess.run(
-        ["docker", "ps", "-q", "--filter", f"label=runbox.executor={executor}",
-         "--filter", f"label=runbox.language={language}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()
-    if not out:
-        raise SystemExit("no warm sandbox container found")
-    return out[0]
+@contextlib.contextmanager
+def floor_container(runtime: str) -> Iterator[str]:
+    """A running container of the Python sandbox image, hardened like a sandbox, for the floors."""
+    name = f"runbox-bench-floor-{os.getpid()}"
+    subprocess.run(
+        ["docker", "run", "-d", "--rm", "--name", name, "--runtime", runtime, "--network", "none",
+         "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--user", "10001:10001",
+         "--tmpfs", "/tmp:rw,exec,size=64m,uid=10001", "--memory", "304m", "--cpus", "1",
+         "--entrypoint", "sleep", "runbox/sandbox-python:latest", "3600"],
+        capture_output=True, check=True,
+    )
+    try:
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
 def floor_inside(container: str, runs: int) -> list[float]:
@@ -118,9 +125,9 @@ def latency(args: argparse.Namespace) -> None:
             for _ in range(10):
                 one_job(client)
             ours = [one_job(client) for _ in range(args.runs)]
-        container = sandbox_container(executor)
-        inside = floor_inside(container, min(args.runs, 100))
-        bare = floor_docker_exec(container, min(args.runs, 100))
+        with floor_container(args.runtime) as container:
+            inside = floor_inside(container, min(args.runs, 100))
+            bare = floor_docker_exec(container, min(args.runs, 100))
         print(f"\nlatency, runtime={args.runtime}, hello-world python, sequential")
         print(row("runbox HTTP submit -> SSE result", ours))
         print(row("floor: python3 -S -c in container", inside))
@@ -136,8 +143,8 @@ def latency(args: argparse.Namespace) -> None:
 def throughput(args: argparse.Namespace) -> None:
     def body(url: str, executor: str) -> None:
         ours = asyncio.run(drive(url, args.concurrency, args.seconds))
-        container = sandbox_container(executor)
-        bare = exec_throughput(container, args.concurrency, min(args.seconds, 20))
+        with floor_container(args.runtime) as container:
+            bare = exec_throughput(container, args.concurrency, min(args.seconds, 20))
         print(f"\nthroughput, runtime={args.runtime}, {args.concurrency} concurrent clients")
         print(f"runbox: {ours['done']} jobs in {ours['seconds']:.1f} s = {ours['rate']:.1f} jobs/s "
               f"(errors {ours['errors']}, statuses {ours['statuses']})")

@@ -31,7 +31,10 @@ AGENT_PROCESSES = 8  # the agent, the scrub's helpers
 # Under gVisor the pids cgroup also counts the sandbox kernel's own threads, so it only
 # guards the host; the job's process cap is then RLIMIT_NPROC, which gVisor counts per
 # sandbox (under runc the same rlimit would count every sandbox of the uid host-wide).
-GVISOR_THREADS = 512
+# A fork bomb held at its RLIMIT_NPROC still makes the sentry (ptrace platform) grow to
+# ~1,700 host threads in 30 s, which it keeps; at 512 the sentry could not make a thread
+# and the whole sandbox died, so the job was retried until dead-lettered.
+GVISOR_THREADS = 4096
 TMP_MB = 64
 SHM_MB = 16
 GREETING_TIMEOUT_S = 30.0

@@ -97,13 +97,14 @@ class JobRun:
         self._pending.append(asyncio.create_task(self.broker.publish_event(event)))
 
     async def finish(self, state: dict[str, Any]) -> None:
-        """Publish the terminal event after every earlier one is confirmed."""
-        if self._pending:
-            await asyncio.gather(*self._pending)
+        """Publish the terminal event and wait until it and every earlier one is confirmed.
+
+        The channel keeps the order, so the result need not wait for the earlier confirms
+        before it is sent; the job is acked only after all of them.
+        """
         self.n += 1
-        await self.broker.publish_event(
-            Event(job=self.job.id, name="result", data=state, attempt=self.attempt, n=self.n)
-        )
+        result = Event(job=self.job.id, name="result", data=state, attempt=self.attempt, n=self.n)
+        await asyncio.gather(*self._pending, self.broker.publish_event(result))
 
     def abandon(self) -> None:
         for task in self._pending:

@@ -7,6 +7,7 @@ the job itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -256,17 +257,24 @@ class Gateway:
             name="queued",
             data={"language": job.language, "created_at": job.created_at, "identity": job.identity},
         )
-        try:
-            await self.broker.publish_event(queued)
-        except (BrokerUnavailable, QueueFull) as exc:
-            self.metrics.rejections.labels("broker_unavailable").inc()
-            raise ApiError(
-                503, "broker_unavailable", "The job queue is unreachable; try again shortly.", retry
-            ) from exc
-        self.events.note_local(queued)
-        try:
-            await self.broker.publish_job(job)
-        except (QueueFull, BrokerUnavailable) as exc:
+        # Both go out on one channel, the event first, and are confirmed together: the stream
+        # holds the "queued" event before any executor can see the job, without a second
+        # round trip on every submission.
+        event_sent, job_sent = await asyncio.gather(
+            self.broker.publish_event(queued), self.broker.publish_job(job), return_exceptions=True
+        )
+        if isinstance(event_sent, BaseException) and not isinstance(job_sent, BaseException):
+            # Stored but invisible to clients: the system will run it, the client is told
+            # to retry; a 503 for a stored job can cost a duplicate run, never a lost one.
+            log.warning("job stored but its queued event was not", extra={"job": job.id})
+            job_sent = event_sent
+        for outcome in (event_sent, job_sent):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, BrokerUnavailable | QueueFull):
+                raise outcome
+        if not isinstance(event_sent, BaseException):
+            self.events.note_local(queued)
+        if isinstance(job_sent, BrokerUnavailable | QueueFull):
+            exc = job_sent
             full = isinstance(exc, QueueFull)
             discard = Event(job=job.id, name=DISCARDED, data={}, n=1)
             self.events.note_local(discard)
