@@ -68,7 +68,7 @@ class Settings:
     pool_overrides: tuple[str, ...] = ()  # "language=min:target:max"
     container_max_uses: int = 200
     max_running: int = 0  # 0: twice the host's cores
-    memory_budget_mb: int = 8192
+    memory_budget_mb: int = 0  # 0: half the host's memory
     languages: tuple[str, ...] = ()  # empty: every language whose image exists
     sandbox_cpus: float = 1.0
 
@@ -150,6 +150,14 @@ class Settings:
         if unit not in units or not number.isdigit():
             raise ConfigError(f"RUNBOX_EVENTS_MAX_AGE={self.events_max_age!r} is not like 1D, 12h or 30m")
         return int(number) * units[unit]
+
+    @property
+    def memory_budget(self) -> int:
+        """Memory (MB) the warm containers of one executor may reserve in all."""
+        if self.memory_budget_mb:
+            return self.memory_budget_mb
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+        return max(1024, total // 2)
 
     @property
     def running_slots(self) -> int:

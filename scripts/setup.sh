@@ -51,7 +51,8 @@ path = sys.argv[1]
 cfg = {}
 if os.path.exists(path):
     with open(path) as f:
-        cfg = json.load(f) if f.read().strip() else {}
+        text = f.read()
+    cfg = json.loads(text) if text.strip() else {}
 runtimes = cfg.setdefault("runtimes", {})
 want = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}
 if runtimes.get("runsc") == want:

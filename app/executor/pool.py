@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 SHRINK_AFTER_S = 120.0
 HEALTH_INTERVAL_S = 5.0
+WARMING_PER_POOL = 2
+CONCURRENT_STARTS = 4  # container starts in flight per executor; more only queue up in dockerd
 
 
 class Budget:
@@ -43,6 +45,7 @@ class Budget:
         self.total_mb = total_mb
         self.used_mb = 0
         self.pools: list[Pool] = []
+        self.starts = asyncio.Semaphore(CONCURRENT_STARTS)
 
     def reclaim(self, requester: Pool) -> bool:
         """Ask another pool to drop one idle container; True when one is on its way out."""
@@ -50,8 +53,16 @@ class Budget:
         others.sort(key=lambda p: (len(p.idle) <= p.minimum, -len(p.idle)))
         return any(pool.shed_one() for pool in others)
 
-    def take(self, mb: int) -> bool:
+    def take(self, mb: int, requester: Pool | None = None) -> bool:
         if self.used_mb + mb > self.total_mb:
+            return False
+        # Every language gets its first warm container before any gets a second.
+        if (
+            requester is not None
+            and requester.size_now() > 0
+            and not requester.waiters
+            and any(p.size_now() == 0 and p.target > 0 for p in self.pools)
+        ):
             return False
         self.used_mb += mb
         return True
@@ -151,7 +162,8 @@ class Pool:
 
     async def _warm_one(self) -> None:
         try:
-            sandbox = await self._new_sandbox(self.limits)
+            async with self.budget.starts:
+                sandbox = await self._new_sandbox(self.limits)
         except SandboxError as exc:
             self._failures += 1
             self.budget.give(self.memory_mb)
@@ -196,8 +208,11 @@ class Pool:
             if self._failures == 0 or self.warming == 0:
                 want = min(self.target, self.maximum - self.busy) - len(self.idle) - self.warming
                 want = max(want, self.waiters - self.warming)
+                # A few at a time per pool, so that at start every language gets its first
+                # containers early instead of one language taking the engine for seconds.
+                want = min(want, max(WARMING_PER_POOL, self.waiters) - self.warming)
                 for _ in range(max(0, want)):
-                    if not self.budget.take(self.memory_mb):
+                    if not self.budget.take(self.memory_mb, self):
                         if self.waiters:
                             self.budget.reclaim(self)
                         break
@@ -290,6 +305,14 @@ class Pool:
         self.metrics.container_events.labels(self.language.name, "removed").inc()
         self._wakeup.set()
         self._report()
+
+    def size_now(self) -> int:
+        """Containers this pool has or is starting."""
+        return len(self.idle) + self.busy + self.warming
+
+    def warm(self) -> bool:
+        """Whether the pool can take a job at once (or has no target to keep)."""
+        return bool(self.idle) or self.busy > 0 or self.target == 0
 
     def snapshot(self) -> dict[str, int]:
         return {

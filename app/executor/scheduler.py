@@ -120,7 +120,7 @@ class Executor:
         self.broker = broker
         self.metrics = metrics
         self.client = docker.DockerClient(base_url=settings.docker_url, timeout=60, max_pool_size=32)
-        self.budget = Budget(settings.memory_budget_mb)
+        self.budget = Budget(settings.memory_budget)
         self.pools: dict[str, Pool] = {}
         self.slots = FairSlots(settings.running_slots)
         self.consumers: list[Consumer] = []
@@ -148,6 +148,11 @@ class Executor:
         self.consumers.append(await self.broker.announce())
         self.consuming = True
         log.info("executor consuming", extra={"languages": self.registry.names(), "slots": self.slots.capacity})
+
+    @property
+    def ready(self) -> bool:
+        """Consuming, and every language has a warm container (or is busy)."""
+        return self.consuming and all(pool.warm() for pool in self.pools.values())
 
     async def warm(self, timeout: float) -> bool:
         """Wait until every pool holds its target of idle containers."""

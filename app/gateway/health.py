@@ -52,6 +52,9 @@ async def readyz() -> Any:
     broker: Broker = current_app.extensions["runbox.broker"]
     if not broker.connected:
         return _unready("broker_unavailable", "RabbitMQ is not reachable.")
+    executor = current_app.extensions.get("runbox.executor")
+    if "executor" in current_app.extensions["runbox.settings"].roles and (executor is None or not executor.ready):
+        return _unready("warming", "The executor is still warming its sandbox pools.")
     try:
         executors = await asyncio.wait_for(count_executors(), 3)
         stats = await asyncio.wait_for(queue_stats(), 3)
