@@ -111,12 +111,20 @@ def with_service(args: argparse.Namespace, body: Callable[[str, str], None], **e
     if args.url:
         body(args.url, args.executor)
         return
-    svc = Service(RUNBOX_RUNTIME=args.runtime, **{**UNLIMITED, **env}).start()
+    if args.split:
+        # The production shape: gateway and executor as separate processes (one core each).
+        executor = Service(roles="executor", RUNBOX_RUNTIME=args.runtime, **{**UNLIMITED, **env}).start()
+        svc = Service(roles="gateway", prefix=executor.prefix, **{**UNLIMITED, **env}).start()
+    else:
+        executor = None
+        svc = Service(RUNBOX_RUNTIME=args.runtime, **{**UNLIMITED, **env}).start()
     try:
         time.sleep(3)  # let the pools fill
         body(svc.url, svc.env["RUNBOX_EXECUTOR_NAME"])
     finally:
         svc.stop()
+        if executor is not None:
+            executor.stop()
 
 
 def latency(args: argparse.Namespace) -> None:
@@ -145,7 +153,8 @@ def throughput(args: argparse.Namespace) -> None:
         ours = asyncio.run(drive(url, args.concurrency, args.seconds))
         with floor_container(args.runtime) as container:
             bare = exec_throughput(container, args.concurrency, min(args.seconds, 20))
-        print(f"\nthroughput, runtime={args.runtime}, {args.concurrency} concurrent clients")
+        shape = "gateway and executor processes" if args.split else "one gateway+executor process"
+        print(f"\nthroughput, runtime={args.runtime}, {args.concurrency} concurrent clients, {shape}")
         print(f"runbox: {ours['done']} jobs in {ours['seconds']:.1f} s = {ours['rate']:.1f} jobs/s "
               f"(errors {ours['errors']}, statuses {ours['statuses']})")
         print(f"floor: bare docker exec: {bare['done']} in {bare['seconds']:.1f} s = {bare['rate']:.1f} execs/s")
@@ -260,6 +269,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--runtime", default="runc", choices=["runc", "runsc"])
     parser.add_argument("--url", default="")
+    parser.add_argument("--split", action="store_true", help="gateway and executor in separate processes")
     parser.add_argument("--executor", default="", help="with --url: the executor's RUNBOX_EXECUTOR_NAME")
     args = parser.parse_args()
     {"latency": latency, "throughput": throughput, "warmup": warmup}[args.what](args)
