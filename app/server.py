@@ -13,7 +13,7 @@ from quart import Quart
 from app.broker import Broker
 from app.config import Settings
 from app.events import EventLog
-from app.gateway import api_v1, compat_judge0, compat_piston, errors, health, instrumentation, playground
+from app.gateway import api_v1, bodycap, compat_judge0, compat_piston, errors, health, instrumentation, playground
 from app.gateway.service import Gateway
 from app.languages import Registry
 from app.metrics import Metrics
@@ -25,7 +25,6 @@ DRAIN_TIMEOUT_S = 30.0
 def create_app(settings: Settings, registry: Registry | None = None, metrics: Metrics | None = None) -> Quart:
     """Build the app for ``settings.roles``; the broker and executor open in ``before_serving``."""
     app = Quart(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_kb * 1024
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = DRAIN_TIMEOUT_S
     registry = registry or Registry.load(settings.languages)
     metrics = metrics or Metrics()
@@ -41,6 +40,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         }
     )
     errors.register(app)
+    bodycap.register(app, settings.max_body_kb * 1024)
     instrumentation.register(app)
     app.register_blueprint(health.bp)
     events: EventLog | None = None

@@ -8,6 +8,7 @@ secret signature, which is how "the password only travels as a secret" is checke
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import runpy
@@ -186,6 +187,16 @@ def scrape_targets(prometheus: Registered) -> set[str]:
         for group in job.get("static_configs", [])
         for target in group["targets"]
     }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pulumi_event_loop():
+    """Pulumi's runtime asks for the current event loop; tests that ran asyncio.run before left none."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.fixture(scope="module")

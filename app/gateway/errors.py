@@ -54,8 +54,7 @@ def register(app: Quart) -> None:
         status = exc.code or 500
         code, message = _HTTP_CODES.get(status, ("http_error", exc.description or "HTTP error"))
         if status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"The request body is larger than the {limit} bytes this service accepts."
+            message = "The request body is far larger than this service accepts."
         return error_response(status, code, message)
 
     @app.errorhandler(BrokerUnavailable)
