@@ -131,6 +131,14 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
     if runtime == "runsc":
         for step in steps:
             step["nproc"] = limits.processes + 1  # the agent runs as the same user
+            # gVisor gives the scrub no way to list System V objects or POSIX message queues:
+            # each step gets an IPC namespace of its own, which ends with the step.
+            step["ipc_namespace"] = True
+    elif container_memory_mb(language, limits) > limits.memory_mb + AGENT_MEMORY_MB:
+        # The container is sized for a bigger compile step, so the cgroup alone would let the
+        # run step use that much: the agent measures the run step and kills it at its limit.
+        # (Not under gVisor, whose resident-set figures count untouched mappings.)
+        steps[-1]["watch_memory_kb"] = limits.memory_mb * 1024
     # A fresh secret the agent echoes in every message of this job: a line without it was
     # written by the job itself (gVisor lets it open the agent's stdout via /proc/1/fd).
     return {"id": job_id, "files": files, "env": language.env, "steps": steps, "token": secrets.token_hex(16)}

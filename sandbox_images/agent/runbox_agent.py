@@ -8,7 +8,9 @@ writable directory and IPC namespace) and checks the scrub before saying it is r
 
 Why PID 1: the kernel does not deliver SIGKILL from inside a PID namespace to its init, so
 ``kill -9 -1`` by a job cannot take the agent down, and everything a job starts is reparented
-to the agent, which reaps it and kills it at the end of the job. Why non-dumpable: the job
+to the agent, which reaps it and kills it at the end of the job. (gVisor's sentry of 2022
+excludes init from ``kill(-1)`` but does deliver a direct ``kill -9 1``; the container then
+dies and the job is retried until dead-lettered; see docs/security.md.) Why non-dumpable: the job
 runs as the same user, and a dumpable agent's /proc entries (its fds, its memory) would be
 open to it, letting it forge protocol lines.
 """
@@ -30,14 +32,33 @@ import time
 WORK = "/work"
 SCRUB_DIRS = ("/work", "/tmp", "/dev/shm", "/dev/mqueue", "/var/tmp", "/run/lock")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+WATCH_INTERVAL_S = 0.02  # how often a watched step's memory is measured
+KILL_GRACE_S = 2.0  # past its deadline, whatever still holds the output open no longer delays the answer
 FLUSH_DELAY_S = 0.01  # coalesce output for this long so tiny writes do not become tiny events
 CHUNK = 65536
 PR_SET_DUMPABLE = 4
 
 OUT = sys.stdout.buffer
+# The current job's token, echoed in every message. Under gVisor a job can open this
+# process's stdout through /proc/1/fd and write lines of its own into the control channel;
+# the executor drops the container on any line without the token, which the job never sees
+# (it arrives on stdin, read to its end before the job starts, and lives only in this
+# process's memory).
+TOKEN: str | None = None
+# True from a job's arrival until its scrub is done: the only time a process of the job exists.
+BUSY = False
+
+
+def on_term(_sig: int, _frame: object) -> None:
+    """TERM from the engine ends an idle container at once; from a job (same user, so it may
+    signal PID 1, and a handled signal reaches init) it is ignored: a job must not end its agent."""
+    if not BUSY:
+        os._exit(0)
 
 
 def send(msg: dict) -> None:
+    if TOKEN is not None:
+        msg["k"] = TOKEN
     OUT.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
     OUT.flush()
 
@@ -65,6 +86,27 @@ def cgroup_oom_kills() -> int:
         except OSError:
             continue
     return -1
+
+
+def sysv_counts() -> dict:
+    """System V objects in this IPC namespace, from the *_INFO calls (no /proc/sysvipc needed).
+
+    Linux reports the objects in use; gVisor's SHM_INFO reports the highest segment id ever
+    used, which is as good here: nonzero once any segment was made in this namespace.
+    """
+    counts = {}
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)
+        if libc.shmctl(0, 14, buf) >= 0:  # SHM_INFO: struct shm_info.used_ids
+            counts["shm"] = int.from_bytes(buf.raw[:4], sys.byteorder, signed=True)
+        if libc.msgctl(0, 12, buf) >= 0:  # MSG_INFO: struct msginfo.msgpool, the queues in use
+            counts["msg"] = int.from_bytes(buf.raw[:4], sys.byteorder, signed=True)
+        if libc.semctl(0, 0, 19, buf) >= 0:  # SEM_INFO: struct seminfo.semusz, the sets in use
+            counts["sem"] = int.from_bytes(buf.raw[28:32], sys.byteorder, signed=True)
+    except (OSError, AttributeError):
+        pass
+    return counts
 
 
 def kill_everything() -> None:
@@ -96,6 +138,20 @@ def reap(usage: dict, block_until: float = 0.0) -> None:
 def other_processes() -> list[int]:
     me = os.getpid()
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+
+
+def job_memory_kb() -> int:
+    """Resident anonymous and shared memory of every process but this one (kB)."""
+    total = 0
+    for pid in other_processes():
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith((b"RssAnon:", b"RssShmem:")):
+                        total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 class Capture:
@@ -143,12 +199,21 @@ class Capture:
             self.pending = []
 
 
-def limited_argv(argv: list, limits: dict, nproc: int | None) -> list:
-    """Prefix the command with prlimit(1): a preexec_fn would make every spawn about 5 ms slower."""
+def limited_argv(argv: list, limits: dict, nproc: int | None, ipc_namespace: bool = False) -> list:
+    """Prefix the command with prlimit(1): a preexec_fn would make every spawn about 5 ms slower.
+
+    With ``ipc_namespace`` (gVisor) the command also gets an IPC namespace of its own, made
+    through a user namespace (which gVisor lets an unprivileged process create): gVisor has
+    no /proc/sysvipc and no /dev/mqueue, so the scrub could neither find nor remove a job's
+    System V objects or POSIX message queues; in a namespace of their own they end with it.
+    """
     cpu = max(1, int(limits.get("cpu_time_s", 5) + 0.999))
     fsize = int(limits.get("file_size_kb", 10240)) * 1024
     nofile = int(limits.get("open_files", 256))
     extra = [f"--nproc={nproc}:{nproc}"] if nproc else []
+    if ipc_namespace:
+        uid, gid = os.getuid(), os.getgid()
+        argv = ["/usr/bin/unshare", "--user", f"--map-user={uid}", f"--map-group={gid}", "--ipc", "--", *argv]
     return [
         "/usr/bin/prlimit",
         *extra,
@@ -186,7 +251,7 @@ def run_step(step: dict, env: dict) -> dict:
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            limited_argv(step["argv"], limits, step.get("nproc")),
+            limited_argv(step["argv"], limits, step.get("nproc"), bool(step.get("ipc_namespace"))),
             cwd=WORK,
             env=env,
             stdin=subprocess.PIPE,
@@ -213,12 +278,33 @@ def run_step(step: dict, env: dict) -> dict:
         proc.stdin.close()
     stdin_pos = 0
     killed_by = None
+    # A container sized for a bigger compile step lets the run step's memory grow past its
+    # own limit before the cgroup stops it: such a step is measured and killed at its limit.
+    watch_kb = int(step.get("watch_memory_kb") or 0)
+    next_watch = 0.0
     open_readers = 1 + (proc.stderr is not None)
     while True:
         now = time.monotonic()
-        if usage["status"] is None and now >= deadline:
+        if usage["status"] is None and now >= deadline and killed_by is None:
             killed_by = "wall_time"
+        if watch_kb and killed_by is None and now >= next_watch:
+            next_watch = now + WATCH_INTERVAL_S
+            seen = job_memory_kb()
+            usage["rss"] = max(usage["rss"], seen)
+            if seen > watch_kb:
+                killed_by = "memory"
+        if killed_by is not None:
+            # Once the job is being killed, kill again on every turn: a fork can race a
+            # kill(-1) (under gVisor it is not atomic), and a fork bomb's survivors would
+            # otherwise hold the output open forever.
             kill_everything()
+            if now >= deadline + KILL_GRACE_S:
+                for key in list(sel.get_map().values()):
+                    if key.data is not None:
+                        sel.unregister(key.fileobj)
+                        open_readers -= 1
+                if usage["status"] is None:
+                    break
         if open_readers == 0:
             # Output closed: the exit is due any moment, and select() on no descriptors
             # would sleep its whole timeout, so poll the child briefly instead.
@@ -227,8 +313,10 @@ def run_step(step: dict, env: dict) -> dict:
             wait = max(0.0, min(deadline - now, 0.5))
         else:
             wait = 0.2
-        if any(c is not None and c.pending for c in outs.values()):
+        if any(c is not None and c.pending for c in outs.values()) or killed_by is not None:
             wait = min(wait, FLUSH_DELAY_S)
+        if watch_kb:
+            wait = min(wait, WATCH_INTERVAL_S)
         ready = sel.select(wait) if sel.get_map() else time.sleep(wait) or []
         for key, _ in ready:
             if key.data is None:
@@ -259,7 +347,7 @@ def run_step(step: dict, env: dict) -> dict:
             # The program ended but something it started still holds its output open:
             # nothing may outlive its job, so end it now and drain what is left.
             kill_everything()
-            killed_by = killed_by or "leftover"
+            killed_by = "leftover"
     duration = time.monotonic() - started
     kill_everything()
     reap(usage, block_until=time.monotonic() + 1.0)
@@ -280,6 +368,8 @@ def run_step(step: dict, env: dict) -> dict:
         outcome, limit = "timed_out", "wall_time"
     elif killed_by == "output":
         outcome, limit = "output_exceeded", "output"
+    elif killed_by == "memory":
+        outcome, limit = "memory_exceeded", "memory"
     elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and usage["cpu"] >= float(limits["cpu_time_s"])):
         outcome, limit = "timed_out", "cpu_time"
     elif (oom_after > oom_before >= 0) or (
@@ -360,46 +450,58 @@ def scrub() -> str | None:
         time.sleep(0.005)
     reap(usage)
 
-    def unlock(func, path, _exc):
-        parent = os.path.dirname(path)
+    def unlock(_func, path, _exc):
+        """A job may leave a directory its owner can neither enter nor write: open it up, retry."""
         try:
-            os.chmod(parent, stat.S_IRWXU)
+            os.chmod(os.path.dirname(path), stat.S_IRWXU)
             if os.path.isdir(path) and not os.path.islink(path):
                 os.chmod(path, stat.S_IRWXU)
-            func(path)
-        except OSError:
+                shutil.rmtree(path, onerror=unlock)
+            else:
+                os.unlink(path)
+        except Exception:  # OSError, or RecursionError on a very deep tree: rm(1) below
             pass
 
+    left: list[str] = []
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": False}
     for top in SCRUB_DIRS:
-        if not os.path.isdir(top) or not os.access(top, os.W_OK):
-            try:
-                os.chmod(top, stat.S_IRWXU)
-            except OSError:
-                continue
+        if not os.path.isdir(top):
+            continue
+        try:
+            os.chmod(top, stat.S_IRWXU)  # a job may have taken its own rights on /work or /tmp away
+        except OSError:
+            pass  # root's (/dev/shm, /dev/mqueue: sticky, world-writable) or on the read-only root
         try:
             entries = os.listdir(top)
         except OSError:
-            continue
+            continue  # reported by the check below
         for name in entries:
             path = os.path.join(top, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, onerror=unlock)
-            else:
-                try:
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, onerror=unlock)
+                else:
                     os.unlink(path)
-                except OSError:
-                    pass
+            except Exception:
+                pass
+            if os.path.isdir(path) and not os.path.islink(path):
+                subprocess.run(["chmod", "-R", "u+rwx", "--", path], **quiet)
+                subprocess.run(["rm", "-rf", "--", path], **quiet)
     if shutil.which("ipcrm"):
         subprocess.run(["ipcrm", "--all"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    left = []
+    sysv = sysv_counts()
+    if any(sysv.values()):
+        left.append(f"System V objects {sysv}")
     if other_processes():
         left.append(f"processes {other_processes()}")
     for top in SCRUB_DIRS:
+        if not os.path.isdir(top):
+            continue
         try:
             if os.listdir(top):
                 left.append(f"files in {top}")
         except OSError:
-            pass
+            left.append(f"cannot list {top}")
     for kind in ("shm", "msg", "sem"):
         try:
             with open(f"/proc/sysvipc/{kind}") as f:
@@ -410,15 +512,27 @@ def scrub() -> str | None:
     return "; ".join(left) or None
 
 
+def checked_scrub() -> str | None:
+    """The scrub never takes the agent down: whatever goes wrong, the container is not reused."""
+    try:
+        return scrub()
+    except Exception as exc:
+        return f"scrub failed: {exc!r}"
+
+
 def main() -> None:
+    global TOKEN, BUSY
     make_undumpable()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.umask(0o077)
     # As PID 1 only handled signals arrive; TERM from the engine ends the container at once.
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, on_term)
+    # Python's default SIGINT handler would raise KeyboardInterrupt out of the agent on a job's
+    # ``kill -INT 1``; a handler (not SIG_IGN, which a job would inherit) swallows it.
+    signal.signal(signal.SIGINT, lambda *_: None)
     os.chdir(WORK)
-    leftover = scrub()
-    send({"t": "ready", "clean": leftover is None, "detail": leftover})
+    leftover = checked_scrub()
+    send({"t": "ready", "clean": leftover is None, "detail": leftover, "tokens": True})
     for line in sys.stdin.buffer:
         if not line.strip():
             continue
@@ -427,11 +541,14 @@ def main() -> None:
         except ValueError:
             send({"t": "done", "status": "failed", "error": "agent received an undecodable job"})
             continue
+        TOKEN = job.get("token") if isinstance(job, dict) else None
+        BUSY = True
         try:
             run_job(job)
         except Exception as exc:  # the agent must answer whatever went wrong
             send({"t": "done", "status": "failed", "error": f"agent error: {exc!r}"})
-        leftover = scrub()
+        leftover = checked_scrub()
+        BUSY = False
         send({"t": "ready", "clean": leftover is None, "detail": leftover})
 
 

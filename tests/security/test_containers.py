@@ -1,0 +1,75 @@
+"""No sandbox container is privileged, shares a host namespace, or mounts anything of the host."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from typing import Any
+
+import docker.errors
+
+from app.executor.sandbox import AGENT_MEMORY_MB, SANDBOX_UID
+from tests.security.conftest import SECRET, Target
+
+HOST_NAMESPACE_MODES = {"host"}
+
+
+def inspect(t: Target, container_id: str) -> dict[str, Any] | None:
+    try:
+        return dict(t.docker.api.inspect_container(container_id))
+    except docker.errors.NotFound:
+        return None  # removed meanwhile (scrubbed out, replaced)
+
+
+def assert_unprivileged(attrs: dict[str, Any]) -> None:
+    """What every sandbox must look like, whoever started it."""
+    host = attrs["HostConfig"]
+    name = attrs["Name"]
+    assert host["Privileged"] is False, name
+    assert host["NetworkMode"] == "none", name
+    for mode in ("PidMode", "IpcMode", "UTSMode", "UsernsMode"):
+        assert host.get(mode) not in HOST_NAMESPACE_MODES, (name, mode, host.get(mode))
+    assert not host.get("Binds") and not host.get("Mounts") and not host.get("VolumesFrom"), name
+    assert attrs["Mounts"] == [], (name, attrs["Mounts"])  # no bind mount, no volume
+    assert not host.get("Devices"), name
+    assert "docker.sock" not in json.dumps(attrs), name
+    assert host["ReadonlyRootfs"] is True, name
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd"), name
+    assert "no-new-privileges:true" in (host.get("SecurityOpt") or []), name
+
+
+def test_no_sandbox_is_privileged(target: Target) -> None:
+    t = target
+    # A job asking for non-default limits gets a fresh container of its own: catch it live too.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fresh = pool.submit(t.run, "python", "import time\ntime.sleep(4)\nprint('fresh')\n",
+                            limits={"memory_mb": 128, "timeout_s": 10})
+        deadline = time.monotonic() + 60
+        seen_fresh = False
+        inspected = 0
+        while not seen_fresh and time.monotonic() < deadline:
+            for container in t.containers():
+                attrs = inspect(t, container.id)
+                if attrs is None:
+                    continue
+                inspected += 1
+                assert_unprivileged(attrs)
+                host = attrs["HostConfig"]
+                assert host["Runtime"] == t.runtime, attrs["Name"]
+                assert attrs["Config"]["User"] == f"{SANDBOX_UID}:{SANDBOX_UID}", attrs["Name"]
+                assert set(host["Tmpfs"]) == {"/work", "/tmp"}, host["Tmpfs"]
+                assert host["Memory"] == host["MemorySwap"] > 0 and host["PidsLimit"] > 0, attrs["Name"]
+                assert host["LogConfig"]["Type"] == "none", attrs["Name"]
+                env = "\n".join(attrs["Config"]["Env"] or [])
+                assert "RUNBOX" not in env and SECRET not in env and "amqp" not in env.lower(), env
+                seen_fresh |= host["Memory"] == (128 + AGENT_MEMORY_MB) * 1024 * 1024
+            time.sleep(0.2)
+        assert fresh.result()["result"]["stdout"] == "fresh\n"
+    assert seen_fresh, "never saw the fresh container of the 128 MB job"
+    assert inspected >= 3
+    # Every sandbox on this engine, of any executor, is as unprivileged as ours.
+    for container in t.docker.containers.list(filters={"label": "runbox.role=sandbox"}, sparse=True):
+        attrs = inspect(t, container.id)
+        if attrs is not None:
+            assert_unprivileged(attrs)
