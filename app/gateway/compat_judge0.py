@@ -35,7 +35,7 @@ from app.broker import BrokerUnavailable, QueueFull
 from app.events import JobRecord
 from app.gateway import gateway
 from app.gateway.compat_piston import combined_output, compile_event
-from app.gateway.errors import ApiError
+from app.gateway.errors import ApiError, json_response
 from app.gateway.service import MAX_ARGS, Gateway, Identity
 from app.languages import Language, LimitError, Limits, Registry
 from app.messages import DISCARDED, Event, Job, JobState, SourceFile, iso_time
@@ -140,13 +140,7 @@ class NotUtf8(Exception):
     """A text attribute holds bytes that are not UTF-8 and base64_encoded was not asked for."""
 
 
-def judge0_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response with our status code and headers."""
-    response = jsonify(body)
-    response.status_code = status
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
+judge0_response = json_response
 
 
 @bp.errorhandler(Judge0Error)
@@ -870,16 +864,7 @@ async def create_batch() -> Any:
         return judge0_response(422, parsed)
     # The whole batch is admitted or refused up front, so a client never loses track of
     # submissions that were queued before a refusal.
-    running = gw.events.in_flight(identity.tag)
-    if running + len(valid) > identity.tier.max_concurrent_jobs:
-        gw.metrics.rejections.labels("concurrency").inc()
-        raise ApiError(
-            429,
-            "too_many_jobs",
-            f"This client has {running} jobs queued or running; {len(valid)} more would pass the limit of "
-            f"{identity.tier.max_concurrent_jobs}.",
-            {"Retry-After": str(gw.settings.retry_after_s)},
-        )
+    gw.check_concurrency(identity, len(valid))
     decision = None
     for _ in valid:
         decision = gw.admit(identity)

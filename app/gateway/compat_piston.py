@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from app.broker import BrokerUnavailable
 from app.events import JobRecord
 from app.gateway import gateway
-from app.gateway.errors import ApiError
+from app.gateway.errors import ApiError, json_response
 from app.gateway.service import MAX_ARGS, Gateway
 from app.languages import Language, LimitError, Limits, Registry
 from app.messages import JobState, SourceFile, empty_result
@@ -39,11 +39,7 @@ MIB = 1024 * 1024
 # --- errors ----------------------------------------------------------------------------------
 def piston_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """Piston's error body, ``{"message": ...}``, with our status code and headers."""
-    response = jsonify({"message": message})
-    response.status_code = status
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
+    return json_response(status, {"message": message}, headers)
 
 
 @bp.errorhandler(ApiError)

@@ -26,12 +26,17 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    """A JSON body with a status and extra headers; every API flavour's error shape is built on it."""
+    response = jsonify(body)
     response.status_code = status
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response(status, {"error": {"code": code, "message": message}}, headers)
 
 
 _HTTP_CODES = {

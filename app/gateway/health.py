@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Blueprint, Response, current_app, jsonify
 
-from app.broker import Broker, BrokerUnavailable, QueueStats
+from app.broker import Broker, QueueStats
 
 bp = Blueprint("health", __name__)
 STATS_TTL_S = 1.0
@@ -39,7 +39,9 @@ async def count_executors() -> int:
     broker: Broker = current_app.extensions["runbox.broker"]
     executor = current_app.extensions.get("runbox.executor")
     local = 1 if executor is not None and executor.consuming else 0
-    return await broker.executors() + local
+    count = await broker.executors() + local
+    current_app.extensions["runbox.metrics"].executors.set(count)
+    return count
 
 
 @bp.get("/healthz")
@@ -58,9 +60,8 @@ async def readyz() -> Any:
     try:
         executors = await asyncio.wait_for(count_executors(), 3)
         stats = await asyncio.wait_for(queue_stats(), 3)
-    except (TimeoutError, BrokerUnavailable, Exception):
+    except Exception:  # unreachable, timed out, or a channel error: not ready either way
         return _unready("broker_unavailable", "RabbitMQ did not answer.")
-    current_app.extensions["runbox.metrics"].executors.set(executors)
     if executors == 0:
         return _unready("no_executor", "No executor is consuming jobs.")
     backlog = {name: stat.messages for name, stat in stats.items()}
@@ -81,7 +82,7 @@ async def metrics() -> Any:
     if "gateway" in ext["runbox.settings"].roles and broker.connected:
         try:
             await asyncio.wait_for(queue_stats(), 2)
-            ext["runbox.metrics"].executors.set(await asyncio.wait_for(count_executors(), 2))
+            await asyncio.wait_for(count_executors(), 2)
         except Exception:  # a scrape must not fail because RabbitMQ is slow
             pass
     return Response(generate_latest(ext["runbox.metrics"].registry), content_type=CONTENT_TYPE_LATEST)

@@ -126,17 +126,22 @@ class Gateway:
                 f"{rate:g} per second after that. Retry after {decision.headers()['Retry-After']} s.",
                 decision.headers(),
             )
+        self.check_concurrency(identity, 1, decision.headers())
+        return decision
+
+    def check_concurrency(self, identity: Identity, jobs: int, headers: dict[str, str] | None = None) -> None:
+        """429 when ``jobs`` more would take the caller past its queued-or-running allowance."""
         running = self.events.in_flight(identity.tag)
-        if running >= tier.max_concurrent_jobs:
+        allowed = identity.tier.max_concurrent_jobs
+        if running + jobs > allowed:
             self.metrics.rejections.labels("concurrency").inc()
             raise ApiError(
                 429,
                 "too_many_jobs",
-                f"This client already has {running} jobs queued or running; the limit is "
-                f"{tier.max_concurrent_jobs}. Wait for one to finish.",
-                {**decision.headers(), "Retry-After": str(self.settings.retry_after_s)},
+                f"This client has {running} jobs queued or running; {jobs} more would pass the limit of "
+                f"{allowed}. Wait for one to finish.",
+                {**(headers or {}), "Retry-After": str(self.settings.retry_after_s)},
             )
-        return decision
 
     def open_stream(self, identity: Identity) -> None:
         if self.streams[identity.key] >= identity.tier.max_streams:
