@@ -123,13 +123,6 @@ class Pool:
         while self.idle:
             await self._remove(self.idle.popleft())
 
-    @property
-    def ready(self) -> int:
-        return len(self.idle)
-
-    def full(self) -> bool:
-        return len(self.idle) >= self.target
-
     def _report(self) -> None:
         name = self.language.name
         self.metrics.pool_containers.labels(name, "idle").set(len(self.idle))
@@ -314,12 +307,4 @@ class Pool:
         """Whether the pool can take a job at once (or has no target to keep)."""
         return bool(self.idle) or self.busy > 0 or self.target == 0
 
-    def snapshot(self) -> dict[str, int]:
-        return {
-            "idle": len(self.idle),
-            "busy": self.busy,
-            "warming": self.warming,
-            "target": self.target,
-            "max": self.maximum,
-        }
 

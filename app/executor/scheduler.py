@@ -154,15 +154,6 @@ class Executor:
         """Consuming, and every language has a warm container (or is busy)."""
         return self.consuming and all(pool.warm() for pool in self.pools.values())
 
-    async def warm(self, timeout: float) -> bool:
-        """Wait until every pool holds its target of idle containers."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if all(p.full() for p in self.pools.values()):
-                return True
-            await asyncio.sleep(0.05)
-        return False
-
     async def drain(self, timeout: float) -> None:
         """Stop taking jobs, let running ones finish (or hand them back), remove every container."""
         self._draining = True
