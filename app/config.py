@@ -70,6 +70,7 @@ class Settings:
     max_running: int = 0  # 0: twice the host's cores
     memory_budget_mb: int = 0  # 0: half the host's memory
     languages: tuple[str, ...] = ()  # empty: every language whose image exists
+    image_tag: str = "latest"  # tag of every sandbox image; lets two checkouts on one host keep their own builds
     sandbox_cpus: float = 1.0
 
     max_body_kb: int = 2048

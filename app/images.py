@@ -1,7 +1,8 @@
 """Build the sandbox images: ``python -m app.images build [language ...]``.
 
 Each language's image is ``sandbox_images/<name>/Dockerfile`` built with ``sandbox_images/``
-as context (so every image gets the same agent) and tagged with the language's ``image``.
+as context (so every image gets the same agent) and tagged with the language's ``image`` (its tag replaced by ``RUNBOX_IMAGE_TAG``, so two
+checkouts on one host can each test their own agent).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from app.config import Settings
 from app.languages import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +22,7 @@ CONTEXT = ROOT / "sandbox_images"
 
 def build(names: list[str], quiet: bool = True) -> int:
     """Build the named languages' images (all when empty); returns how many failed."""
-    registry = Registry.load(tuple(names))
+    registry = Registry.load(tuple(names), image_tag=Settings.from_env().image_tag)
     failed = 0
     for language in registry:
         dockerfile = CONTEXT / language.name / "Dockerfile"

@@ -122,8 +122,9 @@ class Language:
         }
 
 
-def _load_one(path: Path) -> Language:
+def _load_one(path: Path, image_tag: str = "latest") -> Language:
     data = json.loads(path.read_text())
+    data["image"] = data["image"].rpartition(":")[0] + ":" + image_tag
     compile_step = data.pop("compile", None)
     defaults = Limits().merged(data.pop("default_limits", {}))
     ceilings = MAX_LIMITS.merged(data.pop("max_limits", {}))
@@ -147,9 +148,9 @@ class Registry:
                 self._lookup[key.lower()] = lang
 
     @classmethod
-    def load(cls, names: tuple[str, ...] = (), directory: Path = LANGUAGE_DIR) -> Registry:
-        """Load every ``*.json`` in ``directory``, or only those listed in ``names``."""
-        langs = [_load_one(p) for p in sorted(directory.glob("*.json"))]
+    def load(cls, names: tuple[str, ...] = (), directory: Path = LANGUAGE_DIR, image_tag: str = "latest") -> Registry:
+        """Load every ``*.json`` in ``directory``, or only those listed in ``names``; images get ``image_tag``."""
+        langs = [_load_one(p, image_tag) for p in sorted(directory.glob("*.json"))]
         if names:
             missing = set(names) - {lang.name for lang in langs}
             if missing:

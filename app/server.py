@@ -26,7 +26,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
     """Build the app for ``settings.roles``; the broker and executor open in ``before_serving``."""
     app = Quart(__name__)
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = DRAIN_TIMEOUT_S
-    registry = registry or Registry.load(settings.languages)
+    registry = registry or Registry.load(settings.languages, image_tag=settings.image_tag)
     metrics = metrics or Metrics()
     role = "+".join(settings.roles)
     metrics.prime(registry.names(), [role])

@@ -18,10 +18,11 @@ import pytest
 
 from app.executor.sandbox import container_memory_mb
 from app.images import build
+from app.config import Settings
 from app.languages import Language, Registry
 from tests.runbox_client import Client, Service, SseEvent
 
-REGISTRY = Registry.load()
+REGISTRY = Registry.load(image_tag=Settings.from_env().image_tag)
 LANGUAGES = REGISTRY.names()
 COMPILED = [lang.name for lang in REGISTRY if lang.compiled]
 
@@ -352,7 +353,7 @@ def test_every_language_is_tested() -> None:
 def test_definition(lang: str) -> None:
     """The data is consistent: image name, Judge0 and Piston names, limits within the maximums."""
     language = language_of(lang)
-    assert language.image == f"runbox/sandbox-{lang}:latest"
+    assert language.image == f"runbox/sandbox-{lang}:{Settings.from_env().image_tag}"
     assert language.version and language.version in language.judge0_name
     assert language.judge0_id > 0 and language.piston_name
     assert language.version_command

@@ -16,7 +16,7 @@ from app.messages import Event, JobState, job_id_time, new_job_id
 
 @pytest.fixture(scope="module")
 def python():
-    lang = Registry.load().get("python")
+    lang = Registry.load(image_tag=Settings.from_env().image_tag).get("python")
     assert lang is not None
     return lang
 

@@ -37,6 +37,7 @@ import httpx
 import pytest
 
 from app.executor.sandbox import AGENT_MEMORY_MB, container_memory_mb
+from app.config import Settings
 from app.languages import Registry
 from tests.runbox_client import Client, Service, SseEvent
 
@@ -315,7 +316,7 @@ def target(real_stack: None, runtime: str, docker_client: docker.DockerClient) -
 @pytest.fixture(scope="session")
 def reuse_target(real_stack: None, runtime: str, docker_client: docker.DockerClient) -> Iterator[Target]:
     """A service whose python, bash and ruby jobs always run in their language's one container."""
-    registry = Registry.load(REUSE_LANGUAGES)
+    registry = Registry.load(REUSE_LANGUAGES, image_tag=Settings.from_env().image_tag)
     budget = sum(container_memory_mb(lang, lang.default_limits) for lang in registry)
     tgt = start_target(
         runtime, docker_client,
