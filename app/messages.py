@@ -54,8 +54,20 @@ class SourceFile:
 
 
 @dataclass(frozen=True)
+class TestCase:
+    """One judged run: the program's stdin and the stdout it must print."""
+
+    stdin: str = ""
+    expected_stdout: str = ""
+
+
+@dataclass(frozen=True)
 class Job:
-    """A request to run code, as published to a language's queue."""
+    """A request to run code, as published to a language's queue.
+
+    ``tests`` makes it a judged job (built once, run per case); ``interactive`` keeps stdin
+    open for data sent later; ``callback_url`` is told the terminal state by the gateway side.
+    """
 
     id: str
     language: str
@@ -66,6 +78,10 @@ class Job:
     args: tuple[str, ...] = ()
     identity: str = ""
     created_at: float = 0.0
+    version: str = ""
+    tests: tuple[TestCase, ...] = ()
+    interactive: bool = False
+    callback_url: str = ""
 
     def encode(self) -> bytes:
         data = asdict(self)
@@ -84,6 +100,10 @@ class Job:
             args=tuple(data.get("args", ())),
             identity=data.get("identity", ""),
             created_at=data.get("created_at", 0.0),
+            version=data.get("version", ""),
+            tests=tuple(TestCase(**t) for t in data.get("tests", ())),
+            interactive=bool(data.get("interactive", False)),
+            callback_url=data.get("callback_url", ""),
         )
 
 
