@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -56,7 +57,8 @@ class Settings:
     queue_max_length: int = 1000
     events_max_age: str = "1D"
     events_lookback_s: float = 600.0
-    events_cache_jobs: int = 20000
+    events_cache_mb: int = 256  # job histories a gateway keeps in memory, in MiB (output counted once)
+    events_max_mb: int = 20480  # the event stream's size bound (x-max-length-bytes), beside its age
 
     docker_url: str = "unix:///var/run/docker.sock"
     runtime: str = "runc"
@@ -74,6 +76,7 @@ class Settings:
     sandbox_cpus: float = 1.0
 
     max_body_kb: int = 2048
+    body_timeout_s: float = 10.0  # a request body must arrive within this long (408)
     retry_after_s: int = 2
     require_keys: bool = False
     api_keys: tuple[str, ...] = ()  # "tier:sha256hex" or "tier:plain:KEY" entries
@@ -84,7 +87,14 @@ class Settings:
     tiers: tuple[str, ...] = ("standard=20:60:16:64", "premium=100:300:64:256")
     trusted_proxies: tuple[str, ...] = ()
     gateway_count: int = 1
-    allow_anonymous_playground: bool = True
+    allow_anonymous_playground: bool = False  # with keys required, let the playground in anonymously
+    read_rate_factor: float = 10.0  # reads (job state, streams) per identity: this many times the tier's rate
+    max_replays: int = 4  # old-job history reads running at once on one gateway; more wait, then 503
+    replay_timeout_s: float = 15.0  # an old job's history must be read back within this long
+    metrics_allow_cidrs: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # peers that may read /metrics
+    metrics_token: str = ""  # a bearer token that may read /metrics from anywhere
+    callback_allow_cidrs: tuple[str, ...] = ()  # private/loopback ranges callback URLs may still target
+    id_secret: str = ""  # keys the check digits of job ids; set the same on every gateway
 
     log_level: str = "INFO"
     fault_crash_marker: str = ""  # tests only: an executor exits when a job's source holds it
@@ -136,6 +146,16 @@ class Settings:
         _ = self.events_max_age_s
         self.pool_table()
         self.runtime_table()
+        for name in ("trusted_proxies", "metrics_allow_cidrs", "callback_allow_cidrs"):
+            for cidr in getattr(self, name):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"RUNBOX_{name.upper()} entry {cidr!r} is not an address range") from exc
+        positive = ("max_body_kb", "events_cache_mb", "events_max_mb", "max_replays")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"RUNBOX_{name.upper()} must be at least 1")
 
     # --- derived views ---------------------------------------------------------------------
     @property
@@ -151,6 +171,17 @@ class Settings:
         if unit not in units or not number.isdigit():
             raise ConfigError(f"RUNBOX_EVENTS_MAX_AGE={self.events_max_age!r} is not like 1D, 12h or 30m")
         return int(number) * units[unit]
+
+    @property
+    def job_id_key(self) -> bytes:
+        """The key of job ids' check digits: ``RUNBOX_ID_SECRET``, else one derived from the broker.
+
+        Every gateway of a deployment shares the broker URL and prefix, so the derived key
+        agrees between them without configuration; an operator sets a secret to make forged
+        ids unguessable as well as cheap to refuse.
+        """
+        seed = self.id_secret or f"runbox-job-id:{self.amqp_url}:{self.amqp_prefix}"
+        return hashlib.sha256(seed.encode()).digest()
 
     @property
     def memory_budget(self) -> int:

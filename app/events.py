@@ -16,13 +16,13 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.broker import Broker, BrokerUnavailable, StreamReader
 from app.config import Settings
-from app.messages import DISCARDED, EVENT_NAMES, MARKER, Event, JobState, job_id_time
+from app.messages import DISCARDED, EVENT_NAMES, MARKER, Event, JobState, job_id_time, job_id_valid
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,37 @@ log = logging.getLogger(__name__)
 ID_CLOCK_SLACK_S = 2.0
 
 
+class ExpiredJob(LookupError):
+    """The id is one of ours, but the job's history is older than the stream keeps."""
+
+
+class ReplayBusy(RuntimeError):
+    """An old job's history could not be read back within the replay deadline."""
+
+
+# What an event costs in memory beyond the text it carries (objects, dict, keys), roughly.
+EVENT_OVERHEAD_BYTES = 400
+OUTPUT_EVENTS = ("stdout", "stderr")
+
+
+def text_bytes(data: Any) -> int:
+    """Characters of text in an event's data, one level deep (what dominates its size)."""
+    if isinstance(data, str):
+        return len(data)
+    if isinstance(data, dict):
+        return sum(text_bytes(v) if isinstance(v, str | dict) else 8 for v in data.values())
+    return 8
+
+
 @dataclass
 class JobRecord:
-    """Everything known about one job: its public events in stream order and its folded state."""
+    """Everything known about one job: its public events in stream order and its folded state.
+
+    Output is kept once: while the job runs, its text lives in the ``stdout``/``stderr``
+    events; when the terminal result arrives holding the same text whole, each chunk event
+    of that attempt is replaced by a span into the result (``{"span": [start, end]}``), and
+    readers materialize chunks with :meth:`chunk_text`. ``size`` estimates the bytes held.
+    """
 
     state: JobState
     events: list[Event] = field(default_factory=list)
@@ -42,6 +70,7 @@ class JobRecord:
     complete: bool = False  # the "queued" event was seen, so the history is whole
     discarded: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    size: int = 0
 
     def add(self, event: Event) -> bool:
         """Fold one event in; False when it is a duplicate or comes after the terminal one."""
@@ -53,15 +82,72 @@ class JobRecord:
         elif event.name == "queued":
             self.complete = True
         self.state.apply(event)
+        self.size += EVENT_OVERHEAD_BYTES + text_bytes(event.data) + (
+            text_bytes(event.data.get("result")) if event.name == "result" else 0
+        )
         if event.name in EVENT_NAMES:
             self.events.append(event)
         elif event.name != DISCARDED:
             # Data an API flavour keeps with its jobs (Judge0's submission fields): stored,
             # never streamed, so clients only ever see the contract's event names.
             self.extra[event.name] = event.data
+        if event.name == "result":
+            self._share_output()
         self.changed.set()
         self.changed = asyncio.Event()
         return True
+
+    def _share_output(self) -> None:
+        """Point the final attempt's chunk events into the result's text instead of holding a copy."""
+        result = self.state.result
+        if result is None:
+            return
+        attempt = self.state.attempt
+        whole = {"stdout": result.stdout, "stderr": result.stderr}
+        positions = {"stdout": 0, "stderr": 0}
+        spans: list[tuple[int, tuple[int, int]]] = []
+        for index, event in enumerate(self.events):
+            if event.name not in OUTPUT_EVENTS or event.attempt != attempt:
+                continue
+            text = event.data.get("data")
+            if not isinstance(text, str):
+                return
+            start = positions[event.name]
+            end = start + len(text)
+            if whole[event.name][start:end] != text:
+                return  # the result is not these chunks joined (a partial history): keep them
+            positions[event.name] = end
+            spans.append((index, (start, end)))
+        if positions["stdout"] != len(result.stdout) or positions["stderr"] != len(result.stderr):
+            return
+        for index, span in spans:
+            event = self.events[index]
+            self.size -= len(event.data.get("data", ""))
+            data = {k: v for k, v in event.data.items() if k != "data"}
+            data["span"] = list(span)
+            self.events[index] = Event(event.job, event.name, data, event.attempt, event.n, event.ts)
+
+    def chunk_text(self, event: Event) -> str:
+        """The text of a ``stdout``/``stderr`` event, whether held or shared with the result."""
+        span = event.data.get("span")
+        if span is not None and self.state.result is not None:
+            whole = self.state.result.stdout if event.name == "stdout" else self.state.result.stderr
+            return whole[span[0] : span[1]]
+        return str(event.data.get("data", ""))
+
+    def resolve(self, event: Event) -> Event:
+        """``event`` as it was published: a shared chunk gets its text back."""
+        if "span" not in event.data:
+            return event
+        data = {k: v for k, v in event.data.items() if k != "span"}
+        data["data"] = self.chunk_text(event)
+        return Event(event.job, event.name, data, event.attempt, event.n, event.ts)
+
+    def chunks(self, attempt: int) -> Iterator[tuple[str, str]]:
+        """The (stream, text) output chunks of one attempt, in the order they were written."""
+        for event in self.events:
+            if event.name in OUTPUT_EVENTS and event.attempt == attempt:
+                yield event.name, self.chunk_text(event)
 
 
 class EventLog:
@@ -73,11 +159,14 @@ class EventLog:
         self.metrics = metrics
         self.reader = StreamReader(settings)
         self._records: OrderedDict[str, JobRecord] = OrderedDict()
+        self._bytes = 0
+        self._cap = settings.events_cache_mb * 1024 * 1024
         self._in_flight: dict[str, set[str]] = defaultdict(set)
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._tail_start = time.time() - settings.events_lookback_s
         self._task: asyncio.Task[None] | None = None
-        self._caught_up = asyncio.Event()
+        self._replays = asyncio.Semaphore(settings.max_replays)
+        self._replaying: dict[str, asyncio.Future[JobRecord | None]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,10 +194,13 @@ class EventLog:
         if record is None:
             record = JobRecord(JobState(event.job))
             self._records[event.job] = record
-            self._evict()
         was_terminal = record.state.terminal
+        before = record.size
         if not record.add(event):
             return record
+        self._bytes += record.size - before
+        if self._bytes > self._cap:
+            self._evict()
         identity = record.state.identity
         if record.discarded or record.state.terminal:
             if identity:
@@ -123,16 +215,38 @@ class EventLog:
             self._in_flight[identity].add(event.job)
         return record
 
+    def _store(self, job_id: str, record: JobRecord) -> None:
+        """Keep ``record`` (replacing any other for the job) within the byte bound."""
+        old = self._records.pop(job_id, None)
+        if old is not None:
+            self._bytes -= old.size
+        self._records[job_id] = record
+        self._bytes += record.size
+        if self._bytes > self._cap:
+            self._evict()
+
     def _evict(self) -> None:
-        excess = len(self._records) - self.settings.events_cache_jobs
-        if excess <= 0:
-            return
-        for job_id in list(self._records):
-            if excess <= 0:
-                break
-            if self._records[job_id].state.terminal or self._records[job_id].discarded:
+        """Forget least recently used records until the cache is within its byte bound.
+
+        Finished jobs go first; if they are not enough, running ones too (a record that is
+        asked for again is read back from the stream). Bytes bound, not job counts: ten
+        thousand jobs printing 64 KiB each must not cost more than the operator configured.
+        """
+        target = self._cap * 9 // 10  # free a little more than needed, so eviction is not per event
+        for only_finished in (True, False):
+            for job_id in list(self._records):
+                if self._bytes <= target:
+                    return
+                record = self._records[job_id]
+                if only_finished and not (record.state.terminal or record.discarded):
+                    continue
                 del self._records[job_id]
-                excess -= 1
+                self._bytes -= record.size
+
+    @property
+    def cached_bytes(self) -> int:
+        """The estimated bytes of job history this gateway holds."""
+        return self._bytes
 
     def note_local(self, event: Event) -> None:
         """Fold an event this gateway just published, ahead of reading it back from the stream."""
@@ -157,20 +271,50 @@ class EventLog:
             self._markers.pop(token, None)
 
     async def record(self, job_id: str) -> JobRecord | None:
-        """The job's record, or None when no such job was accepted."""
+        """The job's record, or None when no such job was accepted.
+
+        An id whose check digits do not match, or from the future, is None at once, without
+        reading anything; one older than the stream's retention raises :class:`ExpiredJob`.
+        """
+        if not job_id_valid(job_id, self.settings.job_id_key):
+            return None
         created = job_id_time(job_id)
         now = time.time()
-        if created is None or created > now + ID_CLOCK_SLACK_S or created < now - self.settings.events_max_age_s:
+        if created is None or created > now + ID_CLOCK_SLACK_S:
             return None
+        if created < now - self.settings.events_max_age_s:
+            raise ExpiredJob(job_id)
         record = self._records.get(job_id)
         if record is not None and record.complete:
+            self._records.move_to_end(job_id)  # recently used: evicted last
             return None if record.discarded else record
         if created - ID_CLOCK_SLACK_S > self._tail_start:
             # The tail covers this job's whole life; it may just not have read it yet.
             await self.sync()
             record = self._records.get(job_id)
             return record if record is not None and record.complete and not record.discarded else None
-        return await self._replay(job_id, created)
+        pending = self._replaying.get(job_id)
+        if pending is not None:  # someone is already reading this job back: share the answer
+            return await asyncio.shield(pending)
+        future: asyncio.Future[JobRecord | None] = asyncio.get_running_loop().create_future()
+        self._replaying[job_id] = future
+        try:
+            async with asyncio.timeout(self.settings.replay_timeout_s):
+                async with self._replays:
+                    record = await self._replay(job_id, created)
+        except TimeoutError as exc:
+            future.set_exception(ReplayBusy(job_id))
+            raise ReplayBusy(job_id) from exc
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(record)
+            return record
+        finally:
+            self._replaying.pop(job_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved, so a failure nobody shared is not logged as unhandled
 
     async def _replay(self, job_id: str, created: float) -> JobRecord | None:
         """Read one old job's history back from the stream, up to a marker published now."""
@@ -178,15 +322,18 @@ class EventLog:
         replayed = JobRecord(JobState(job_id))
         start = dt.datetime.fromtimestamp(created - ID_CLOCK_SLACK_S, tz=dt.UTC)
         await self.broker.publish_event(Event(job=token, name=MARKER, data={}))
-        try:
-            async with asyncio.timeout(30):
-                async for _, event in self.reader.read(start, resume=False):
-                    if event.job == token:
-                        break
-                    if event.job == job_id:
-                        replayed.add(event)
-        except TimeoutError as exc:
-            raise BrokerUnavailable("reading the job's history took too long") from exc
+        first_ts: float | None = None
+        async for _, event in self.reader.read(start, resume=False):
+            if first_ts is None:
+                first_ts = event.ts
+            if event.job == token:
+                break
+            if event.job == job_id:
+                replayed.add(event)
+        if not replayed.complete and first_ts is not None and first_ts > created + ID_CLOCK_SLACK_S:
+            # The stream no longer starts before this job: its history was cut by the stream's
+            # size bound, not never written.
+            raise ExpiredJob(job_id)
         if not replayed.complete or replayed.discarded:
             return None
         # Merge what the live tail folded meanwhile, then let the tail keep it current.
@@ -194,7 +341,7 @@ class EventLog:
         if current is not None:
             for event in current.events:
                 replayed.add(event)
-        self._records[job_id] = replayed
+        self._store(job_id, replayed)
         if current is not None:
             current.changed.set()
         return replayed
@@ -215,7 +362,7 @@ class EventLog:
             while sent < len(record.events):
                 event = record.events[sent]
                 sent += 1
-                yield sent, event, record.state
+                yield sent, record.resolve(event), record.state
             if record.state.terminal:
                 return
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,9 @@ class Language:
             ceiling = getattr(self.max_limits, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise LimitError(f"limits.{name} must be a number")
+            if not math.isfinite(value):
+                # NaN passes every comparison below; a limit must be a real number.
+                raise LimitError(f"limits.{name} must be a finite number")
             if value <= 0:
                 raise LimitError(f"limits.{name} must be positive")
             if value > ceiling:
@@ -160,6 +164,21 @@ class Registry:
 
     def get(self, name: str) -> Language | None:
         return self._lookup.get(name.lower())
+
+    def resolve(self, name: str, version: str = "") -> Language | None:
+        """The language called ``name`` (or an alias) in ``version``; None when either is unknown.
+
+        An empty version means the language's default; otherwise the version must equal the
+        language's version or be a dotted prefix of it (``3`` and ``3.11`` select 3.11.2).
+        """
+        language = self.get(name)
+        if language is None or not version:
+            return language
+        wanted = version.strip()
+        have = language.version
+        if wanted == have or have.startswith(wanted + "."):
+            return language
+        return None
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_name.values())

@@ -1,11 +1,15 @@
 """What travels over RabbitMQ: jobs to executors, events back to every gateway.
 
 Job ids carry their creation time (milliseconds, hex) ahead of a random part, so any
-gateway can find a job's events in the event stream by time alone, without a lookup table.
+gateway can find a job's events in the event stream by time alone, without a lookup table;
+check digits keyed by the deployment (``Settings.job_id_key``) end the id, so an id no
+gateway issued is refused without reading anything.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -13,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from app.languages import Limits
+from app.result import Result
 
 TERMINAL_STATUSES = (
     "completed",
@@ -30,21 +35,37 @@ DISCARDED = "discarded"
 MARKER = "marker"
 
 
-def new_job_id(now: float | None = None) -> str:
-    """A 26-character id: 12 hex digits of milliseconds since the epoch, then 14 random ones."""
+JOB_ID_LENGTH = 32
+_TIME_HEX, _RANDOM_HEX, _CHECK_HEX = 12, 14, 6
+
+
+def _check_digits(stem: str, key: bytes) -> str:
+    return hmac.new(key, stem.encode(), hashlib.sha256).hexdigest()[:_CHECK_HEX]
+
+
+def new_job_id(now: float | None = None, key: bytes = b"") -> str:
+    """A 32-character id: 12 hex digits of milliseconds, 14 random ones, 6 check digits keyed by ``key``.
+
+    The check digits let a gateway refuse an id it never issued without reading anything.
+    """
     millis = int((time.time() if now is None else now) * 1000)
-    return f"{millis:012x}{secrets.token_hex(7)}"
+    stem = f"{millis:012x}{secrets.token_hex(_RANDOM_HEX // 2)}"
+    return stem + _check_digits(stem, key)
 
 
 def job_id_time(job_id: str) -> float | None:
-    """The creation time embedded in a job id, or None when the id is not one of ours."""
-    if len(job_id) != 26:
+    """The creation time embedded in a job id, or None when the id is not shaped like one of ours."""
+    if len(job_id) != JOB_ID_LENGTH or job_id.strip("0123456789abcdef"):
         return None
-    try:
-        int(job_id, 16)
-    except ValueError:
-        return None
-    return int(job_id[:12], 16) / 1000
+    return int(job_id[:_TIME_HEX], 16) / 1000
+
+
+def job_id_valid(job_id: str, key: bytes = b"") -> bool:
+    """Whether ``job_id`` is well formed and its check digits match ``key`` (constant time)."""
+    if job_id_time(job_id) is None:
+        return False
+    stem, check = job_id[:-_CHECK_HEX], job_id[-_CHECK_HEX:]
+    return hmac.compare_digest(check, _check_digits(stem, key))
 
 
 @dataclass(frozen=True)
@@ -135,37 +156,24 @@ class Event:
         return cls(**json.loads(body))
 
 
-def empty_result() -> dict[str, Any]:
-    return {
-        "exit_code": None,
-        "signal": None,
-        "stdout": "",
-        "stderr": "",
-        "compile_output": "",
-        "duration_ms": 0,
-        "cpu_ms": 0,
-        "memory_peak_kb": 0,
-        "truncated": {"stdout": False, "stderr": False},
-        "error": None,
-        "limit": None,
-    }
-
-
-def failed_state(job: Job, error: str, attempt: int = 0) -> dict[str, Any]:
-    """The terminal state of a job the system could not run."""
-    result = empty_result()
-    result["error"] = error
-    now = time.time()
+def terminal_state(
+    job: Job, status: str, result: Result, started_at: float | None, finished_at: float
+) -> dict[str, Any]:
+    """The data of a job's terminal ``result`` event: its status, times and typed result."""
     return {
         "id": job.id,
         "language": job.language,
-        "status": "failed",
+        "status": status,
         "created_at": job.created_at,
-        "started_at": None,
-        "finished_at": now,
-        "result": result,
-        "attempt": attempt,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "result": result.to_dict(),
     }
+
+
+def failed_state(job: Job, error: str) -> dict[str, Any]:
+    """The terminal state of a job the system could not run."""
+    return terminal_state(job, "failed", Result(error=error), None, time.time())
 
 
 @dataclass
@@ -178,7 +186,7 @@ class JobState:
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    result: dict[str, Any] | None = None
+    result: Result | None = None
     identity: str = ""
     attempt: int = 0
 
@@ -197,7 +205,7 @@ class JobState:
             self.status = event.data["status"]
             self.started_at = event.data.get("started_at") or self.started_at
             self.finished_at = event.data.get("finished_at", event.ts)
-            self.result = event.data.get("result")
+            self.result = Result.from_dict(event.data.get("result"))
 
     @property
     def terminal(self) -> bool:
@@ -211,7 +219,7 @@ class JobState:
             "created_at": iso_time(self.created_at),
             "started_at": iso_time(self.started_at),
             "finished_at": iso_time(self.finished_at),
-            "result": self.result,
+            "result": self.result.to_dict() if self.result is not None else None,
         }
 
 

@@ -26,6 +26,11 @@ REJECT_REASONS = (
     "bad_request",
     "queue_full",
     "broker_unavailable",
+    "forbidden",
+    "not_found",
+    "expired",
+    "slow_body",
+    "busy",
 )
 LIMIT_KINDS = ("wall_time", "cpu_time", "memory", "output", "file_size", "processes", "compile_time")
 CONTAINER_EVENTS = ("created", "recycled", "reused", "failed", "removed")

@@ -69,7 +69,8 @@ class RateLimiter:
         self.max_identities = max_identities
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
-    def check(self, identity: str, rate: float, burst: int) -> Decision:
+    def check(self, identity: str, rate: float, burst: int, cost: int = 1) -> Decision:
+        """Take ``cost`` tokens from ``identity``'s bucket (made with ``rate`` and ``burst``)."""
         now = self.clock()
         bucket = self._buckets.get(identity)
         if bucket is None or bucket.rate != rate or bucket.burst != burst:
@@ -79,4 +80,4 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(identity)
-        return bucket.take(now)
+        return bucket.take(now, cost)

@@ -13,10 +13,11 @@ from quart import Quart
 from app.broker import Broker
 from app.config import Settings
 from app.events import EventLog
-from app.gateway import api_v1, bodycap, compat_judge0, compat_piston, errors, health, instrumentation, playground
+from app.gateway import judge0, piston, playground, v1
 from app.gateway.service import Gateway
 from app.languages import Registry
 from app.metrics import Metrics
+from app.web import body, errors, health, instrumentation
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
@@ -39,18 +40,18 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             "runbox.broker": broker,
         }
     )
-    errors.register(app)
-    bodycap.register(app, settings.max_body_kb * 1024)
+    errors.register(app, {piston.bp.name: piston.shape, judge0.bp.name: judge0.shape})
+    body.install(app, settings.max_body_kb * 1024, settings.body_timeout_s)
     instrumentation.register(app)
     app.register_blueprint(health.bp)
     events: EventLog | None = None
     if "gateway" in settings.roles:
         events = EventLog(settings, broker, metrics)
         app.extensions["runbox.gateway"] = Gateway(settings, registry, broker, events, metrics)
-        app.register_blueprint(api_v1.bp)
+        app.register_blueprint(v1.bp)
         app.register_blueprint(playground.bp)
-        app.register_blueprint(compat_piston.bp)
-        app.register_blueprint(compat_judge0.bp)
+        app.register_blueprint(piston.bp)
+        app.register_blueprint(judge0.bp)
 
     tasks: list[asyncio.Task[None]] = []
 

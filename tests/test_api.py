@@ -262,13 +262,15 @@ def test_many_concurrent_clients(client: Client) -> None:
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(12)]
+    # As many clients at once as one anonymous identity may have jobs (the concurrent-jobs cap
+    # is reserved atomically, so a ninth simultaneous submission is refused; tests/abuse checks that).
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
     assert not errors, errors
-    assert sorted(int(r["result"]["stdout"]) for r in results) == [i * 2 for i in range(12)]
+    assert sorted(int(r["result"]["stdout"]) for r in results) == [i * 2 for i in range(8)]
 
 
 def test_gateway_without_broker_answers_503(real_stack: None) -> None:

@@ -35,8 +35,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart, request
 
 from app.config import hash_key
-from app.gateway import errors, instrumentation
 from app.metrics import Metrics
+from app.web import errors, instrumentation
 from tests.runbox_client import ROOT, Service, free_port
 
 DASHBOARDS = ROOT / "dashboards"

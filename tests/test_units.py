@@ -11,7 +11,7 @@ from app.events import JobRecord
 from app.executor.sandbox import SANDBOX_UID, agent_job, container_options
 from app.executor.scheduler import FairSlots
 from app.languages import LimitError, Limits, Registry
-from app.messages import Event, JobState, job_id_time, new_job_id
+from app.messages import Event, JobState, job_id_time, job_id_valid, new_job_id
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +22,17 @@ def python():
 
 
 def test_job_ids_carry_their_time() -> None:
-    job_id = new_job_id(1_700_000_000.123)
-    assert len(job_id) == 26
+    job_id = new_job_id(1_700_000_000.123, b"key")
+    assert len(job_id) == 32
     assert job_id_time(job_id) == pytest.approx(1_700_000_000.123, abs=0.001)
     assert job_id_time("not-an-id") is None
-    assert job_id_time("z" * 26) is None
+    assert job_id_time("z" * 32) is None
     assert new_job_id() != new_job_id()
+    # The check digits refuse ids this deployment never issued, and ids of another deployment.
+    assert job_id_valid(job_id, b"key")
+    assert not job_id_valid(job_id, b"other key")
+    assert not job_id_valid(job_id[:-1] + ("0" if job_id[-1] != "0" else "1"), b"key")
+    assert not job_id_valid("0" * 32, b"key")
 
 
 def test_limits_default_and_capped(python) -> None:

@@ -31,8 +31,9 @@ from app.config import Settings
 from app.executor.pool import Budget, Pool
 from app.executor.sandbox import Sandbox, SandboxError, agent_job, remove_leftovers
 from app.languages import Language, Registry
-from app.messages import Event, Job, empty_result, failed_state
+from app.messages import Event, Job, failed_state, terminal_state
 from app.metrics import Metrics
+from app.result import Result
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ class Executor:
         files += [{"name": f.name, "content": f.content} for f in job.files]
         payload = agent_job(job.id, language, job.limits, files, job.stdin, job.args, pool.runtime)
         deadline = job.limits.timeout_s + (language.compile.timeout_s if language.compile else 0) + DEADLINE_SLACK_S
-        result = empty_result()
+        result: dict[str, Any] = {}
         stdout: list[str] = []
         stderr: list[str] = []
         status = "failed"
@@ -280,30 +281,21 @@ class Executor:
                 pool.release(sandbox, reusable=False)
                 raise
         pool.release(sandbox, reusable=reusable)
-        result["stdout"] = "".join(stdout)
+        result["stdout"] = "" if status == "compile_error" else "".join(stdout)
         result["stderr"] = "".join(stderr)
-        if status == "compile_error":
-            result["stdout"] = ""
+        outcome = Result.from_dict(result)  # lenient: an agent's malformed field takes its default
         finished = time.time()
-        self.metrics.run_duration.labels(language.name).observe(result["duration_ms"] / 1000)
+        self.metrics.run_duration.labels(language.name).observe(outcome.duration_ms / 1000)
         log.info("job finished", extra={"job": job.id, "status": status, "attempt": run.attempt})
-        return {
-            "id": job.id,
-            "language": job.language,
-            "status": status,
-            "created_at": job.created_at,
-            "started_at": started,
-            "finished_at": finished,
-            "result": result,
-        }
+        return terminal_state(job, status, outcome, started, finished)
 
     def _count(self, language: Language, state: dict[str, Any]) -> None:
         self.metrics.jobs_finished.labels(language.name, state["status"]).inc()
-        limit = state["result"].get("limit")
-        if limit:
-            self.metrics.limit_hits.labels(language.name, limit).inc()
-        for stream in ("stdout", "stderr"):
-            if state["result"]["truncated"].get(stream) and limit != "output":
+        result = Result.from_dict(state["result"])
+        if result.limit:
+            self.metrics.limit_hits.labels(language.name, result.limit).inc()
+        for cut in (result.truncated.stdout, result.truncated.stderr):
+            if cut and result.limit != "output":
                 self.metrics.limit_hits.labels(language.name, "output").inc()
 
     async def _dead_letter(self, message: AbstractIncomingMessage) -> None:

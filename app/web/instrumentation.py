@@ -40,7 +40,4 @@ def register(app: Quart) -> None:
         started: float | None = g.get("runbox_request_started")
         if started is not None:
             metrics.http_duration.labels(route).observe(time.perf_counter() - started)
-        if response.status_code == 413:
-            # Quart refuses an oversized body itself; this is the one place every 413 passes.
-            metrics.rejections.labels("body_too_large").inc()
         return response

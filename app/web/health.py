@@ -1,15 +1,26 @@
-"""Liveness, readiness and metrics; served by every role."""
+"""Liveness, readiness and metrics; served by every role.
+
+``/healthz`` never touches the broker, so it stays fast whatever else the process is doing.
+``/metrics`` answers only callers the operator allowed: peers inside
+``RUNBOX_METRICS_ALLOW_CIDRS`` (loopback by default) or requests bearing
+``RUNBOX_METRICS_TOKEN``; everyone else gets 403 (the metrics describe the deployment's load
+and abuse controls, which is reconnaissance for an attacker).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from quart import Blueprint, Response, current_app, jsonify
+from quart import Blueprint, Response, current_app, jsonify, request
 
 from app.broker import Broker, QueueStats
+from app.config import Settings
+from app.web.errors import ApiError
 
 bp = Blueprint("health", __name__)
 STATS_TTL_S = 1.0
@@ -75,9 +86,30 @@ def _unready(code: str, message: str) -> Any:
     return response
 
 
+def metrics_allowed(settings: Settings, peer: str | None, authorization: str) -> bool:
+    """Whether a scrape from ``peer`` with this ``Authorization`` header may read the metrics."""
+    token = settings.metrics_token
+    if token and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode()):
+        return True
+    try:
+        address = ipaddress.ip_address((peer or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in settings.metrics_allow_cidrs)
+
+
 @bp.get("/metrics")
 async def metrics() -> Any:
     ext = current_app.extensions
+    if not metrics_allowed(ext["runbox.settings"], request.remote_addr, request.headers.get("Authorization", "")):
+        raise ApiError(
+            403,
+            "forbidden",
+            "The metrics are only served to the addresses and token the operator configured "
+            "(RUNBOX_METRICS_ALLOW_CIDRS, RUNBOX_METRICS_TOKEN).",
+        )
     broker: Broker = ext["runbox.broker"]
     if "gateway" in ext["runbox.settings"].roles and broker.connected:
         try:

@@ -1,0 +1,134 @@
+"""May this identity do this now: rate limits for submissions and reads, job and stream caps.
+
+Admission is taken before a request's body is read or parsed, so a refused client costs a
+header lookup and a token-bucket update, nothing more. A submission's concurrent-jobs
+allowance is *reserved* in the same step (check and reserve with no ``await`` between them,
+so a burst of simultaneous submissions cannot all pass a check made before any of them was
+published); the reservation is released once the publish succeeded (the job is then counted
+from the event log) or failed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from app.config import Settings
+from app.events import EventLog
+from app.gateway.identity import Identity
+from app.ratelimit import Decision, RateLimiter
+from app.web.errors import ApiError
+
+
+@dataclass
+class Reservation:
+    """Job slots held for an identity between admission and the end of its publish."""
+
+    admission: Admission
+    identity: Identity
+    jobs: int
+    decision: Decision
+    released: bool = field(default=False)
+
+    def release(self) -> None:
+        """Give the slots back (idempotent); call when the publish succeeded or failed."""
+        if not self.released:
+            self.released = True
+            self.admission.unreserve(self.identity, self.jobs)
+
+    def grow(self, jobs: int) -> None:
+        """Take tokens and reserve slots for ``jobs`` more (a batch, whose size is known only once parsed)."""
+        self.decision = self.admission.submit_tokens(self.identity, jobs)
+        self.admission.reserve(self.identity, jobs, self.decision.headers())
+        self.jobs += jobs
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+class Admission:
+    """Token buckets (submissions and reads apart), reserved job slots and open streams."""
+
+    def __init__(self, settings: Settings, events: EventLog) -> None:
+        self.settings = settings
+        self.events = events
+        self.limiter = RateLimiter()
+        self.share = max(1, settings.gateway_count)
+        self._reserved: dict[str, int] = defaultdict(int)
+        self._streams: dict[str, int] = defaultdict(int)
+
+    def _take(self, bucket: str, identity: Identity, rate: float, burst: int, cost: int, what: str) -> Decision:
+        decision = self.limiter.check(bucket, rate, burst, cost)
+        if not decision.allowed:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"Too many {what}: this client may make {burst} at once and {rate:g} per second after "
+                f"that. Retry after {decision.headers()['Retry-After']} s.",
+                decision.headers(),
+                reason="rate_limited",
+            )
+        return decision
+
+    def submit_tokens(self, identity: Identity, jobs: int) -> Decision:
+        """Take ``jobs`` submission tokens; 429 when the bucket is short."""
+        tier = identity.tier
+        rate = tier.rate_per_s / self.share
+        return self._take("submit:" + identity.key, identity, rate, tier.burst, jobs, "submissions")
+
+    def submit(self, identity: Identity, jobs: int = 1) -> Reservation:
+        """Take ``jobs`` tokens and reserve ``jobs`` job slots; 429 when either is short."""
+        decision = self.submit_tokens(identity, jobs)
+        self.reserve(identity, jobs, decision.headers())
+        return Reservation(self, identity, jobs, decision)
+
+    def read(self, identity: Identity, cost: int = 1) -> Decision:
+        """Take read tokens (job state, streams, Judge0 polls); 429 when the client polls too fast."""
+        tier = identity.tier
+        factor = self.settings.read_rate_factor
+        rate = tier.rate_per_s * factor / self.share
+        burst = max(1, int(tier.burst * factor))
+        return self._take("read:" + identity.key, identity, rate, burst, cost, "reads")
+
+    def reserve(self, identity: Identity, jobs: int, headers: dict[str, str]) -> None:
+        running = self.events.in_flight(identity.tag) + self._reserved.get(identity.tag, 0)
+        allowed = identity.tier.max_concurrent_jobs
+        if running + jobs > allowed:
+            raise ApiError(
+                429,
+                "too_many_jobs",
+                f"This client has {running} jobs queued or running; {jobs} more would pass the limit of "
+                f"{allowed}. Wait for one to finish.",
+                {**headers, "Retry-After": str(self.settings.retry_after_s)},
+                reason="concurrency",
+            )
+        self._reserved[identity.tag] += jobs
+
+    def unreserve(self, identity: Identity, jobs: int) -> None:
+        left = self._reserved.get(identity.tag, 0) - jobs
+        if left > 0:
+            self._reserved[identity.tag] = left
+        else:
+            self._reserved.pop(identity.tag, None)
+
+    def open_stream(self, identity: Identity) -> None:
+        """Count an event stream against the identity's allowance on this gateway; 429 when full."""
+        if self._streams[identity.key] >= identity.tier.max_streams:
+            if not self._streams[identity.key]:
+                del self._streams[identity.key]
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"This client already has {identity.tier.max_streams} event streams open on this gateway.",
+                {"Retry-After": str(self.settings.retry_after_s)},
+                reason="streams",
+            )
+        self._streams[identity.key] += 1
+
+    def close_stream(self, identity: Identity) -> None:
+        self._streams[identity.key] -= 1
+        if self._streams[identity.key] <= 0:
+            del self._streams[identity.key]

@@ -1,0 +1,6 @@
+"""Judge0 CE compatible API: contract (constants), parse (requests), render (answers), routes."""
+
+from app.gateway.judge0.contract import shape
+from app.gateway.judge0.routes import bp
+
+__all__ = ["bp", "shape"]

@@ -1,0 +1,152 @@
+"""``/api/v1``: the native API. A thin adapter: the v1 body to a draft, the job record to JSON."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from quart import Blueprint, Response, jsonify, make_response, request
+
+from app.gateway import gateway
+from app.gateway.sse import KEEPALIVE, encode, public_data
+from app.gateway.validate import Draft, bad
+from app.messages import SourceFile, TestCase
+from app.web.errors import ApiError
+
+bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
+# Sent by the playground page; with RUNBOX_ALLOW_ANONYMOUS_PLAYGROUND it may submit without a
+# key at the anonymous tier's allowance even when keys are required.
+PLAYGROUND_HEADER = "X-Runbox-Playground"
+
+
+def text(body: dict[str, Any], name: str) -> str:
+    """An optional string field (absent or null: empty)."""
+    value = body.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise bad(f"invalid_{name}", f"'{name}' must be a string.")
+    return value
+
+
+def draft(body: Any) -> Draft:
+    """Translate a v1 submit body into a draft, checking each field's JSON type."""
+    gw = gateway()
+    if not isinstance(body, dict):
+        raise bad("invalid_body", "The body must be a JSON object.")
+    language = gw.validator.language(body.get("language"), body.get("version"))
+    source = body.get("source")
+    if not isinstance(source, str):
+        raise bad("invalid_source", "'source' is required and must be a string.")
+    files = body.get("files")
+    if files is None:
+        files = []
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("content"), str) for f in files
+    ):
+        raise bad("invalid_files", "'files' must be a list of objects with a string 'name' and 'content'.")
+    args = body.get("args")
+    if args is None:
+        args = []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise bad("invalid_args", "'args' must be a list of strings.")
+    limits = body.get("limits")
+    if limits is not None and not isinstance(limits, dict):
+        raise bad("invalid_limits", "'limits' must be an object.")
+    tests = body.get("tests")
+    if tests is None:
+        tests = []
+    if not isinstance(tests, list) or not all(
+        isinstance(t, dict)
+        and isinstance(t.get("stdin", ""), str)
+        and isinstance(t.get("expected_stdout", ""), str)
+        and not set(t) - {"stdin", "expected_stdout"}
+        for t in tests
+    ):
+        raise bad("invalid_tests", "'tests' must be a list of objects with string 'stdin' and 'expected_stdout'.")
+    interactive = body.get("interactive")
+    if interactive is None:
+        interactive = False
+    if not isinstance(interactive, bool):
+        raise bad("invalid_interactive", "'interactive' must be true or false.")
+    return Draft(
+        language=language,
+        source=source,
+        files=tuple(SourceFile(f["name"], f["content"]) for f in files),
+        stdin=text(body, "stdin"),
+        args=tuple(args),
+        limits=limits,
+        version=text(body, "version"),
+        tests=tuple(TestCase(t.get("stdin", ""), t.get("expected_stdout", "")) for t in tests),
+        interactive=interactive,
+        callback_url=text(body, "callback_url"),
+    )
+
+
+@bp.post("/jobs")
+async def submit() -> Any:
+    gw = gateway()
+    identity = gw.identify(playground=request.headers.get(PLAYGROUND_HEADER) == "1")
+    with gw.admission.submit(identity) as reservation:
+        job = await gw.validator.check(draft(await gw.read_json()), identity)
+        await gw.publisher.submit(job, "v1")
+    base = request.root_path or ""
+    location = f"{base}/api/v1/jobs/{job.id}"
+    response = jsonify({"id": job.id, "status": "queued", "events_url": f"{location}/events", "result_url": location})
+    response.status_code = 202
+    response.headers["Location"] = location
+    response.headers.update(reservation.decision.headers())
+    return response
+
+
+@bp.get("/jobs/<job_id>")
+async def job_state(job_id: str) -> Any:
+    gw = gateway()
+    gw.reader()
+    record = await gw.lookup(job_id)
+    return jsonify(record.state.public())
+
+
+def last_event_id() -> int:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"
+    if not raw.isdecimal() or len(raw) > 12:
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be a whole number (at most 12 digits).")
+    return int(raw)
+
+
+@bp.get("/jobs/<job_id>/events")
+async def job_events(job_id: str) -> Any:
+    gw = gateway()
+    # A job id is an unguessable capability, so following a job needs no key (browsers'
+    # EventSource cannot send one); a wrong key is still refused, and reads and streams are capped.
+    identity = gw.reader()
+    after = last_event_id()
+    await gw.lookup(job_id)
+    gw.admission.open_stream(identity)
+    gw.metrics.sse_streams.inc()
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            async for item in gw.events.follow(job_id, after):
+                if item is None:
+                    yield KEEPALIVE
+                    continue
+                seq, event, state = item
+                yield encode(seq, event.name, public_data(event, state))
+        finally:
+            gw.admission.close_stream(identity)
+            gw.metrics.sse_streams.dec()
+
+    response = await make_response(
+        stream(),
+        200,
+        {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    if isinstance(response, Response):
+        response.timeout = None
+    return response
+
+
+@bp.get("/languages")
+async def languages() -> Any:
+    return jsonify([lang.describe() for lang in gateway().registry])

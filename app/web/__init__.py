@@ -1,0 +1,1 @@
+"""HTTP pieces every role serves: health and metrics, the error shape, the body reader, request metrics."""
