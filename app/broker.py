@@ -169,6 +169,8 @@ class Broker:
             arguments={
                 "x-queue-type": "stream",
                 "x-max-age": self.settings.events_max_age,
+                # A size bound beside the age: a flood of output cannot fill the broker's disk.
+                "x-max-length-bytes": self.settings.events_max_mb * 1024 * 1024,
                 "x-stream-max-segment-size-bytes": 8_000_000,
             },
         )

@@ -1,8 +1,9 @@
 """Build the sandbox images: ``python -m app.images build [language ...]``.
 
 Each language's image is ``sandbox_images/<name>/Dockerfile`` built with ``sandbox_images/``
-as context (so every image gets the same agent) and tagged with the language's ``image`` (its tag replaced by ``RUNBOX_IMAGE_TAG``, so two
-checkouts on one host can each test their own agent).
+as context (so every image gets the same agent) and tagged with the language's ``image``
+(its tag replaced by ``RUNBOX_IMAGE_TAG``, so two checkouts on one host can each test their
+own agent).
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from app.config import Settings
 from app.executor.sandbox import container_memory_mb
 from app.images import build
-from app.config import Settings
 from app.languages import Language, Registry
 from tests.runbox_client import Client, Service, SseEvent
 

@@ -112,7 +112,7 @@ class Validator:
         seen = {language.source_file}
         out = []
         for name, content in raw:
-            if not FILE_NAME.match(name) or name in seen:
+            if not FILE_NAME.fullmatch(name) or name in seen:
                 raise bad(
                     "invalid_files",
                     f"File name {name[:100]!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 100), "

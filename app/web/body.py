@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from typing import Any
 
 from quart import Quart, g, request
@@ -28,6 +29,7 @@ DRAIN_LIMIT_BYTES = 4 * 1024 * 1024
 DRAIN_DEADLINE_S = 5.0
 # Nesting deeper than this is not a program submission; it is refused before parsing.
 MAX_DEPTH = 64
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class CappedBody(Body):
@@ -151,12 +153,19 @@ def parse_json(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BadJson("the body is not valid UTF-8") from exc
     try:
-        return json.loads(text, parse_constant=_no_constants, parse_float=_finite)
+        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
     except BadJson:
         raise
     except (ValueError, RecursionError) as exc:
         # ValueError also covers integers longer than Python's digit limit.
         raise BadJson("the body is not valid JSON") from exc
+    if SURROGATE_ESCAPE.search(data):
+        # A \uD800-\uDFFF escape: fine as half of a pair (decoded to one character), not alone.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadJson("a string holds a lone surrogate (\\uD800-\\uDFFF): text must be valid Unicode") from exc
+    return value
 
 
 async def drain_unread() -> bool:

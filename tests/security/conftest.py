@@ -36,8 +36,8 @@ import docker
 import httpx
 import pytest
 
-from app.executor.sandbox import AGENT_MEMORY_MB, container_memory_mb
 from app.config import Settings
+from app.executor.sandbox import AGENT_MEMORY_MB, container_memory_mb
 from app.languages import Registry
 from tests.runbox_client import Client, Service, SseEvent
 
