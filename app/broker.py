@@ -7,6 +7,12 @@ Topology (declared identically by every process, so any may start first):
 - ``<prefix>.events``: a stream (a replayable log) holding every job's events; gateways read
   it from any point in time, so a late or reconnecting client gets the whole story from
   whichever gateway it reaches.
+- ``<prefix>.stdin``: a direct exchange; an executor binds the id of each interactive job it
+  runs to a queue of its own, so input posted to any gateway reaches that job (or is
+  returned unroutable when the job is not running).
+- ``<prefix>.callbacks``: a quorum queue of callback deliveries, consumed by gateways; a
+  failed delivery waits in ``<prefix>.callbacks.delay.<ms>`` (a queue whose messages expire
+  after that long and dead-letter back to the callbacks queue) before its next attempt.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ class QueueFull(RuntimeError):
     """RabbitMQ refused the job because its language's queue is at its length limit."""
 
 
+class NotRouted(RuntimeError):
+    """No queue is bound for the message's routing key (an interactive job not running here)."""
+
+
 @dataclass(frozen=True)
 class QueueStats:
     messages: int
@@ -59,6 +69,11 @@ class Names:
         # Executors consume this never-published classic queue to announce themselves:
         # a quorum queue's consumer count can lag after a consumer dies abruptly.
         self.presence = f"{prefix}.executors"
+        self.stdin = f"{prefix}.stdin"
+        self.callbacks = f"{prefix}.callbacks"
+
+    def callback_delay(self, seconds: float) -> str:
+        return f"{self.prefix}.callbacks.delay.{round(seconds * 1000)}"
 
     def jobs(self, language: str) -> str:
         return f"{self.prefix}.jobs.{language}"
@@ -174,6 +189,29 @@ class Broker:
                 "x-stream-max-segment-size-bytes": 8_000_000,
             },
         )
+        await self.declare_callbacks(channel)
+        await self.declare_stdin(channel)
+
+    async def declare_callbacks(self, channel: AbstractChannel) -> AbstractQueue:
+        return await channel.declare_queue(self.names.callbacks, durable=True, arguments={"x-queue-type": "quorum"})
+
+    async def declare_callback_delays(self, channel: AbstractChannel, delays: tuple[float, ...]) -> None:
+        """One queue per wait: a single queue with per-message expiry would hold a short wait
+        behind a long one, since messages only expire at the head of a queue."""
+        for seconds in set(delays):
+            await channel.declare_queue(
+                self.names.callback_delay(seconds),
+                durable=True,
+                arguments={
+                    "x-queue-type": "classic",
+                    "x-message-ttl": round(seconds * 1000),
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.names.callbacks,
+                },
+            )
+
+    async def declare_stdin(self, channel: AbstractChannel) -> aio_pika.abc.AbstractExchange:
+        return await channel.declare_exchange(self.names.stdin, aio_pika.ExchangeType.DIRECT, durable=True)
 
     async def declare_jobs(self, language: str, channel: AbstractChannel | None = None) -> AbstractQueue:
         channel = channel or self._require()
@@ -252,6 +290,45 @@ class Broker:
             ),
             self.names.jobs(job.language),
         )
+
+    async def publish_callback(self, task: bytes, queue: str | None = None) -> None:
+        """Store a callback delivery (in the callbacks queue, or a delay queue) once confirmed."""
+        await self._publish(
+            aio_pika.Message(task, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"),
+            queue or self.names.callbacks,
+        )
+
+    async def publish_stdin(self, job_id: str, body: bytes, reply_to: str, correlation_id: str) -> None:
+        """Send input to whichever executor runs ``job_id``; :class:`NotRouted` when none does."""
+        channel = self._require()
+        try:
+            exchange = await channel.get_exchange(self.names.stdin, ensure=False)
+            await exchange.publish(
+                aio_pika.Message(body, reply_to=reply_to, correlation_id=correlation_id,
+                                 content_type="application/json"),
+                routing_key=job_id,
+                mandatory=True,
+                timeout=self.settings.publish_timeout_s,
+            )
+        except aio_pika.exceptions.PublishError as exc:
+            raise NotRouted(job_id) from exc
+        except (
+            TimeoutError,
+            aiormq.exceptions.AMQPError,
+            aio_pika.exceptions.AMQPException,
+            ConnectionError,
+            RuntimeError,
+        ) as exc:
+            raise BrokerUnavailable(f"RabbitMQ did not confirm: {exc!r}") from exc
+
+    async def channel(self, prefetch: int = 0) -> AbstractChannel:
+        """A channel of its own (for a consumer), restored with the connection."""
+        if self._connection is None:
+            raise BrokerUnavailable("not connected")
+        channel = await self._connection.channel(publisher_confirms=False)
+        if prefetch:
+            await channel.set_qos(prefetch_count=prefetch)
+        return channel
 
     async def publish_event(self, event: Event) -> None:
         """Append one event to the event stream and wait for RabbitMQ's confirm."""

@@ -96,6 +96,15 @@ class Settings:
     callback_allow_cidrs: tuple[str, ...] = ()  # private/loopback ranges callback URLs may still target
     id_secret: str = ""  # keys the check digits of job ids; set the same on every gateway
 
+    judge_max_total_s: float = 60.0  # ceiling on a judged job's run time over all its cases
+    interactive_idle_s: float = 30.0  # an interactive program waiting this long for input ends timed_out
+    stdin_max_kb: int = 1024  # input an interactive job may receive in all
+    stdin_rate_kb_s: int = 64  # ...and per second (also the burst)
+    callback_secret: str = ""  # HMAC key of Runbox-Signature; required to accept callback_url
+    callback_timeout_s: float = 10.0
+    # Waits between delivery attempts (seconds); the defaults span 84 minutes.
+    callback_retry_delays_s: tuple[str, ...] = ("5", "15", "30", "60", "120", "300", "600", "900", "1200", "1800")
+
     log_level: str = "INFO"
     fault_crash_marker: str = ""  # tests only: an executor exits when a job's source holds it
 
@@ -143,6 +152,7 @@ class Settings:
             raise ConfigError("RUNBOX_DELIVERY_LIMIT must be at least 1")
         self.tier_table()
         self.key_table()
+        self.callback_delays()
         _ = self.events_max_age_s
         self.pool_table()
         self.runtime_table()
@@ -250,6 +260,16 @@ class Settings:
 
     def pool_sizes(self, language: str) -> tuple[int, int, int]:
         return self.pool_table().get(language, (self.pool_min, self.pool_size, self.pool_max))
+
+    def callback_delays(self) -> tuple[float, ...]:
+        """Seconds to wait before each retry of a callback delivery, in order."""
+        try:
+            delays = tuple(float(d) for d in self.callback_retry_delays_s)
+        except ValueError as exc:
+            raise ConfigError("RUNBOX_CALLBACK_RETRY_DELAYS_S must be numbers of seconds") from exc
+        if any(not 0 < d <= 86400 for d in delays):
+            raise ConfigError("RUNBOX_CALLBACK_RETRY_DELAYS_S entries must be between 0 and 86400 s")
+        return delays
 
     def runtime_table(self) -> dict[str, str]:
         table: dict[str, str] = {}

@@ -252,6 +252,10 @@ class EventLog:
         """Fold an event this gateway just published, ahead of reading it back from the stream."""
         self._apply(event)
 
+    def current(self, record: JobRecord) -> JobRecord:
+        """The live record of ``record``'s job (a replay may have replaced it meanwhile)."""
+        return self._records.get(record.state.id, record)
+
     def in_flight(self, identity: str) -> int:
         """Jobs of ``identity`` that are queued or running, deployment-wide."""
         return len(self._in_flight.get(identity, ()))

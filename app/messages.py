@@ -28,7 +28,7 @@ TERMINAL_STATUSES = (
     "failed",
 )
 STATUSES = ("queued", "running", *TERMINAL_STATUSES)
-EVENT_NAMES = ("queued", "started", "stdout", "stderr", "compile", "result")
+EVENT_NAMES = ("queued", "started", "stdout", "stderr", "compile", "test", "result")
 # Internal events never shown to clients: a job whose publish was refused after its
 # "queued" event went out, and a marker a reader publishes to know it has read to the end.
 DISCARDED = "discarded"
@@ -103,6 +103,7 @@ class Job:
     tests: tuple[TestCase, ...] = ()
     interactive: bool = False
     callback_url: str = ""
+    callback_renderer: str = ""  # "" or "v1": the v1 job state; "judge0": the Judge0 submission
 
     def encode(self) -> bytes:
         data = asdict(self)
@@ -125,6 +126,7 @@ class Job:
             tests=tuple(TestCase(**t) for t in data.get("tests", ())),
             interactive=bool(data.get("interactive", False)),
             callback_url=data.get("callback_url", ""),
+            callback_renderer=data.get("callback_renderer", ""),
         )
 
 
@@ -189,6 +191,7 @@ class JobState:
     result: Result | None = None
     identity: str = ""
     attempt: int = 0
+    interactive: bool = False
 
     def apply(self, event: Event) -> None:
         if self.status in TERMINAL_STATUSES:
@@ -197,6 +200,7 @@ class JobState:
             self.language = event.data.get("language", self.language)
             self.created_at = event.data.get("created_at", event.ts)
             self.identity = event.data.get("identity", "")
+            self.interactive = bool(event.data.get("interactive"))
         elif event.name == "started":
             self.status = "running"
             self.started_at = event.data.get("started_at", event.ts)

@@ -34,6 +34,8 @@ REJECT_REASONS = (
 )
 LIMIT_KINDS = ("wall_time", "cpu_time", "memory", "output", "file_size", "processes", "compile_time")
 CONTAINER_EVENTS = ("created", "recycled", "reused", "failed", "removed")
+CALLBACK_OUTCOMES = ("delivered", "http_error", "timeout", "unreachable", "refused", "not_ready")
+CALLBACK_ABANDONED = ("refused", "retries_exhausted")
 
 
 class Metrics:
@@ -78,6 +80,18 @@ class Metrics:
         )
         self.executors = Gauge(
             "runbox_executors", "Executors connected and consuming jobs, seen by a gateway.", registry=r
+        )
+        self.callback_attempts = Counter(
+            "runbox_callback_attempts_total",
+            "Callback delivery attempts by outcome (delivered, http_error, timeout, unreachable, refused, not_ready).",
+            ["outcome"],
+            registry=r,
+        )
+        self.callbacks_abandoned = Counter(
+            "runbox_callbacks_abandoned_total",
+            "Callbacks given up: the address was refused at delivery, or every retry failed.",
+            ["reason"],
+            registry=r,
         )
         self.queue_consumers = Gauge(
             "runbox_queue_consumers", "Executors consuming a language's queue.", ["language"], registry=r
@@ -160,6 +174,10 @@ class Metrics:
         """Create every known label combination at zero so dashboards never see gaps."""
         for reason in REJECT_REASONS:
             self.rejections.labels(reason)
+        for outcome in CALLBACK_OUTCOMES:
+            self.callback_attempts.labels(outcome)
+        for reason in CALLBACK_ABANDONED:
+            self.callbacks_abandoned.labels(reason)
         for role in roles:
             self.broker_reconnects.labels(role)
             self.broker_up.labels(role)

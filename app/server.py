@@ -62,6 +62,9 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             if "gateway" in settings.roles:
                 for name in registry.names():
                     await broker.declare_jobs(name)
+                service: Gateway = app.extensions["runbox.gateway"]
+                await service.stdin.start()
+                await service.callbacks.start()
             if "executor" in settings.roles:
                 from app.executor.scheduler import Executor
 

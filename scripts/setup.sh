@@ -118,6 +118,9 @@ if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
     fi
 fi
 
+# --- headless browser for the playground tests (Debian's Chromium and its matching driver) ------
+apt_install chromium chromium-driver
+
 # --- Python environment -------------------------------------------------------------------------
 PY="${RUNBOX_PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -104,6 +104,8 @@ class Client:
 
 
 CREATED_PREFIXES: set[str] = set()
+# Delay queues of callback retries, by wait in ms: the defaults and what the tests configure.
+CALLBACK_DELAYS_MS = {1000, 2000, 5000, 15000, 30000, 60000, 120000, 300000, 600000, 900000, 1200000, 1800000}
 
 
 def delete_prefixes(prefixes: set[str], url: str = "amqp://guest:guest@127.0.0.1:5672/") -> None:
@@ -117,7 +119,8 @@ def delete_prefixes(prefixes: set[str], url: str = "amqp://guest:guest@127.0.0.1
         async with connection:
             for prefix in prefixes:
                 names = [f"{prefix}.jobs.{n}" for n in Registry.load().names()]
-                names += [f"{prefix}.jobs.dead", f"{prefix}.events", f"{prefix}.executors"]
+                names += [f"{prefix}.jobs.dead", f"{prefix}.events", f"{prefix}.executors", f"{prefix}.callbacks"]
+                names += [f"{prefix}.callbacks.delay.{ms}" for ms in CALLBACK_DELAYS_MS]
                 for name in names:
                     channel = await connection.channel()
                     try:
@@ -127,6 +130,14 @@ def delete_prefixes(prefixes: set[str], url: str = "amqp://guest:guest@127.0.0.1
                     finally:
                         if not channel.is_closed:
                             await channel.close()
+                channel = await connection.channel()
+                try:
+                    await channel.exchange_delete(f"{prefix}.stdin")
+                except Exception:  # absent: nothing to delete
+                    pass
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
 
     if prefixes:
         asyncio.run(run())

@@ -99,8 +99,15 @@ def container_options(
 
 
 def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[str, str]],
-              stdin: str, args: tuple[str, ...], runtime: str = "runc") -> dict[str, Any]:
-    """The message the agent receives: files to write and the steps to run under their limits."""
+              stdin: str, args: tuple[str, ...], runtime: str = "runc", *,
+              cases: list[str] | None = None, budget_s: float = 0.0,
+              interactive: bool = False, idle_s: float = 0.0) -> dict[str, Any]:
+    """The message the agent receives: files to write and the steps to run under their limits.
+
+    With ``cases`` (each a stdin) the run step is repeated once per case within ``budget_s``
+    and each run's output is returned rather than streamed; with ``interactive`` the run
+    step's stdin stays open for :meth:`Sandbox.send_stdin` until eof or ``idle_s`` of silence.
+    """
     from app.languages import HARD_OUTPUT_FACTOR
 
     out_cap = limits.output_kb * 1024
@@ -128,6 +135,10 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
         "output_bytes": out_cap,
         "hard_output_bytes": out_cap * HARD_OUTPUT_FACTOR,
     })
+    if cases is not None:
+        steps[-1].update(stream=False, separate_stderr=True, cases=[{"stdin": c} for c in cases], budget_s=budget_s)
+    elif interactive:
+        steps[-1].update(interactive=True, idle_s=idle_s)
     if runtime == "runsc":
         for step in steps:
             step["nproc"] = limits.processes + 1  # the agent runs as the same user
@@ -165,6 +176,7 @@ class Sandbox:
         self.tampered = False
         self._lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
+        self._job_sent = asyncio.Event()  # set while a job is with the agent: input may follow it
 
     @property
     def short_id(self) -> str:
@@ -257,6 +269,15 @@ class Sandbox:
         if self._tokens:
             self._token = payload.get("token")
         self._writer.write(json.dumps(payload, separators=(",", ":")).encode() + b"\n")
+        self._job_sent.set()
+        try:
+            async for message in self._messages(deadline_s):
+                yield message
+        finally:
+            self._job_sent.clear()
+
+    async def _messages(self, deadline_s: float) -> AsyncIterator[dict[str, Any]]:
+        assert self._writer is not None
         await self._writer.drain()
         end = time.monotonic() + deadline_s
         while True:
@@ -274,6 +295,22 @@ class Sandbox:
             yield message
             if message.get("t") == "done":
                 return
+
+    async def send_stdin(self, data: str, eof: bool) -> None:
+        """Append to the running interactive program's stdin (the agent queues what it cannot write yet)."""
+        # Input sent before the job itself would reach the agent while it waits for a job.
+        try:
+            await asyncio.wait_for(self._job_sent.wait(), GREETING_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise SandboxError("the job did not start") from exc
+        if self._writer is None or self._writer.is_closing():
+            raise SandboxError("the sandbox is gone")
+        line = json.dumps({"t": "stdin", "d": data, "eof": eof}, separators=(",", ":"))
+        self._writer.write(line.encode() + b"\n")
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise SandboxError(f"cannot write to the sandbox: {exc!r}") from exc
 
     async def wait_ready(self, timeout: float = 10.0) -> bool:
         """After a job: wait for the agent's scrub; True when the container is clean for reuse."""

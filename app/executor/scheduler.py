@@ -27,9 +27,12 @@ import docker
 from aio_pika.abc import AbstractIncomingMessage
 
 from app.broker import Broker, BrokerUnavailable, Consumer, delivery_attempt
+from app.callbacks import CallbackTask
 from app.config import Settings
 from app.executor.pool import Budget, Pool
 from app.executor.sandbox import Sandbox, SandboxError, agent_job, remove_leftovers
+from app.interactive import StdinRouter
+from app.judging import Judgement
 from app.languages import Language, Registry
 from app.messages import Event, Job, failed_state, terminal_state
 from app.metrics import Metrics
@@ -38,6 +41,7 @@ from app.result import Result
 log = logging.getLogger(__name__)
 
 DEADLINE_SLACK_S = 10.0
+CASE_SLACK_S = 3.0  # per judged case: the agent's kill grace and reaping, beyond the case's own limit
 
 
 class FairSlots:
@@ -98,18 +102,24 @@ class JobRun:
         self._pending.append(asyncio.create_task(self.broker.publish_event(event)))
 
     async def finish(self, state: dict[str, Any]) -> None:
-        """Publish the terminal event and wait until it and every earlier one is confirmed.
+        """Publish the terminal event (and the job's callback task) and wait for every confirm.
 
         The channel keeps the order, so the result need not wait for the earlier confirms
         before it is sent; the job is acked only after all of them.
         """
         self.n += 1
         result = Event(job=self.job.id, name="result", data=state, attempt=self.attempt, n=self.n)
-        await asyncio.gather(*self._pending, self.broker.publish_event(result))
+        await asyncio.gather(*self._pending, self.broker.publish_event(result), publish_callback(self.broker, self.job))
 
     def abandon(self) -> None:
         for task in self._pending:
             task.cancel()
+
+
+async def publish_callback(broker: Broker, job: Job) -> None:
+    """Queue the job's callback, if it asked for one, for a gateway to deliver."""
+    if job.callback_url:
+        await broker.publish_callback(CallbackTask.for_job(job).encode())
 
 
 class Executor:
@@ -124,6 +134,7 @@ class Executor:
         self.budget = Budget(settings.memory_budget)
         self.pools: dict[str, Pool] = {}
         self.slots = FairSlots(settings.running_slots)
+        self.stdin = StdinRouter(settings, broker)
         self.consumers: list[Consumer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
@@ -139,6 +150,7 @@ class Executor:
             self.pools[language.name] = pool
             pool.start()
         await self.broker.wait_connected()
+        await self.stdin.start()
         for language in self.registry:
             await self.broker.declare_jobs(language.name)
             pool = self.pools[language.name]
@@ -168,6 +180,7 @@ class Executor:
             await asyncio.gather(*pending, return_exceptions=True)
         for consumer in self.consumers:
             await consumer.close()
+        await self.stdin.close()
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
         await asyncio.to_thread(remove_leftovers, self.client, self.settings.executor_id)
         self.client.close()
@@ -242,23 +255,73 @@ class Executor:
         if self.settings.fault_crash_marker and self.settings.fault_crash_marker in job.source:
             log.error("fault injection: executor crashing", extra={"job": job.id})
             os._exit(86)
-        started = time.time()
-        self.metrics.queue_wait.labels(language.name).observe(max(0.0, started - job.created_at))
-        run.emit("started", {"attempt": run.attempt, "started_at": started})
-        log.info("job started", extra={"job": job.id, "language": language.name, "attempt": run.attempt})
         files = [{"name": language.source_file, "content": job.source}]
         files += [{"name": f.name, "content": f.content} for f in job.files]
-        payload = agent_job(job.id, language, job.limits, files, job.stdin, job.args, pool.runtime)
-        deadline = job.limits.timeout_s + (language.compile.timeout_s if language.compile else 0) + DEADLINE_SLACK_S
+        run_time = job.limits.timeout_s
+        judgement: Judgement | None = None
+        if job.tests:
+            judgement = Judgement([t.expected_stdout for t in job.tests])
+            run_time = min(self.settings.judge_max_total_s, len(job.tests) * job.limits.timeout_s)
+        payload = agent_job(
+            job.id, language, job.limits, files, job.stdin, job.args, pool.runtime,
+            cases=[t.stdin for t in job.tests] if job.tests else None, budget_s=run_time,
+            interactive=job.interactive, idle_s=self.settings.interactive_idle_s,
+        )
+        deadline = run_time + (language.compile.timeout_s if language.compile else 0) + DEADLINE_SLACK_S
+        deadline += CASE_SLACK_S * len(job.tests)
         result: dict[str, Any] = {}
         stdout: list[str] = []
         stderr: list[str] = []
+        # An interactive job's id is routed here before its "started" event, so a client that
+        # saw the job start can send it input through any gateway.
+        try:
+            async with contextlib.AsyncExitStack() as routed:
+                if job.interactive:
+                    await routed.enter_async_context(self.stdin.attach(job.id, sandbox))
+                started = time.time()
+                self.metrics.queue_wait.labels(language.name).observe(max(0.0, started - job.created_at))
+                run.emit("started", {"attempt": run.attempt, "started_at": started})
+                log.info("job started", extra={"job": job.id, "language": language.name, "attempt": run.attempt})
+                status, reusable = await self._drive(
+                    sandbox, payload, deadline, run, result, stdout, stderr, judgement
+                )
+        except BaseException:
+            pool.release(sandbox, reusable=False)
+            raise
+        if judgement is not None:
+            if status in ("failed", "compile_error"):
+                result.update(tests=[], verdict=None)
+            else:
+                judgement.fill(result)
+        pool.release(sandbox, reusable=reusable)
+        result["stdout"] = "" if status == "compile_error" else "".join(stdout)
+        result["stderr"] = "".join(stderr)
+        outcome = Result.from_dict(result)  # lenient: an agent's malformed field takes its default
+        finished = time.time()
+        self.metrics.run_duration.labels(language.name).observe(outcome.duration_ms / 1000)
+        log.info("job finished", extra={"job": job.id, "status": status, "attempt": run.attempt})
+        return terminal_state(job, status, outcome, started, finished)
+
+    async def _drive(
+        self,
+        sandbox: Sandbox,
+        payload: dict[str, Any],
+        deadline: float,
+        run: JobRun,
+        result: dict[str, Any],
+        stdout: list[str],
+        stderr: list[str],
+        judgement: Judgement | None,
+    ) -> tuple[str, bool]:
+        """Relay the agent's messages into events and ``result``; the status and whether to reuse."""
         status = "failed"
         reusable = False
         try:
             async for msg in sandbox.run(payload, deadline):
                 kind = msg.get("t")
-                if kind == "out":
+                if kind == "case" and judgement is not None:
+                    run.emit("test", judgement.add(msg))
+                elif kind == "out":
                     (stdout if msg["s"] == "stdout" else stderr).append(msg["d"])
                     run.emit(msg["s"], {"data": msg["d"], "attempt": run.attempt})
                 elif kind == "compile":
@@ -275,19 +338,10 @@ class Executor:
                     reusable = status != "failed"
         except SandboxError:
             if await sandbox.oom_killed():
-                status, result["limit"] = "memory_exceeded", "memory"
-                result["error"] = None
-            else:
-                pool.release(sandbox, reusable=False)
-                raise
-        pool.release(sandbox, reusable=reusable)
-        result["stdout"] = "" if status == "compile_error" else "".join(stdout)
-        result["stderr"] = "".join(stderr)
-        outcome = Result.from_dict(result)  # lenient: an agent's malformed field takes its default
-        finished = time.time()
-        self.metrics.run_duration.labels(language.name).observe(outcome.duration_ms / 1000)
-        log.info("job finished", extra={"job": job.id, "status": status, "attempt": run.attempt})
-        return terminal_state(job, status, outcome, started, finished)
+                result["limit"], result["error"] = "memory", None
+                return "memory_exceeded", False
+            raise
+        return status, reusable
 
     def _count(self, language: Language, state: dict[str, Any]) -> None:
         self.metrics.jobs_finished.labels(language.name, state["status"]).inc()
@@ -312,7 +366,10 @@ class Executor:
             "(an executor crashed or its sandbox broke); it was not retried again",
         )
         try:
-            await self.broker.publish_event(Event(job=job.id, name="result", data=state, attempt=0, n=1))
+            await asyncio.gather(
+                self.broker.publish_event(Event(job=job.id, name="result", data=state, attempt=0, n=1)),
+                publish_callback(self.broker, job),
+            )
         except BrokerUnavailable:
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)

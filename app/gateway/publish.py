@@ -63,7 +63,8 @@ class Publisher:
         queued = Event(
             job=job.id,
             name="queued",
-            data={"language": job.language, "created_at": job.created_at, "identity": job.identity},
+            data={"language": job.language, "created_at": job.created_at, "identity": job.identity,
+                  "interactive": job.interactive},
         )
         # Both go out on one channel, the event first, and are confirmed together: the stream
         # holds the "queued" event before any executor can see the job, without a second

@@ -9,6 +9,9 @@ counted by the one error handler.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
 from quart import request
@@ -17,13 +20,17 @@ from app.broker import Broker
 from app.config import Settings
 from app.events import EventLog, ExpiredJob, JobRecord, ReplayBusy
 from app.gateway.admission import Admission
+from app.gateway.callbacks import CallbackSender
 from app.gateway.identity import Identities, Identity
 from app.gateway.publish import Publisher
 from app.gateway.validate import Validator
+from app.interactive import StdinRelay, StdinReply
 from app.languages import Registry
 from app.metrics import Metrics
 from app.web import body
 from app.web.errors import ApiError
+
+STDIN_START_WAIT_S = 10.0  # input for an interactive job still queued waits this long for it to start
 
 
 class Gateway:
@@ -40,6 +47,8 @@ class Gateway:
         self.admission = Admission(settings, events)
         self.validator = Validator(settings, registry)
         self.publisher = Publisher(settings, broker, events, metrics)
+        self.stdin = StdinRelay(broker)
+        self.callbacks = CallbackSender(settings, broker, events, metrics)
         share = max(1, settings.gateway_count)
         for tier in self.identities.tiers.values():
             metrics.ratelimit_tokens.labels(tier.name).set(tier.rate_per_s / share)
@@ -100,3 +109,20 @@ class Gateway:
         if record is None:
             raise ApiError(404, "not_found", f"No job with id {job_id[:64]!r}.")
         return record
+
+    async def send_stdin(self, record: JobRecord, data: str, eof: bool) -> StdinReply:
+        """Relay input to the executor running the job; a job still queued is waited for a little."""
+        state = record.state
+        if not state.interactive:
+            return StdinReply(409, "not_interactive", "The job was not submitted with 'interactive': true.")
+        deadline = time.monotonic() + STDIN_START_WAIT_S
+        while state.status == "queued" and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(record.changed.wait(), deadline - time.monotonic())
+            record = self.events.current(record)
+            state = record.state
+        if state.terminal:
+            return StdinReply(409, "not_running", f"The job has ended ({state.status}); it takes no more input.")
+        if state.status == "queued":
+            return StdinReply(409, "not_running", "The job has not started yet; send input once it has.")
+        return await self.stdin.send(state.id, data, eof)

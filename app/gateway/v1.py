@@ -10,6 +10,7 @@ from quart import Blueprint, Response, jsonify, make_response, request
 from app.gateway import gateway
 from app.gateway.sse import KEEPALIVE, encode, public_data
 from app.gateway.validate import Draft, bad
+from app.interactive import reply_headers
 from app.messages import SourceFile, TestCase
 from app.web.errors import ApiError
 
@@ -96,6 +97,23 @@ async def submit() -> Any:
     response.status_code = 202
     response.headers["Location"] = location
     response.headers.update(reservation.decision.headers())
+    return response
+
+
+@bp.post("/jobs/<job_id>/stdin")
+async def job_stdin(job_id: str) -> Any:
+    """Append to an interactive job's stdin; 409 when it is not interactive or not running."""
+    gw = gateway()
+    # Like following a job, sending it input needs only its id (a capability); a wrong key is
+    # refused. The executor bounds the input per job, whichever gateways it comes through.
+    gw.reader()
+    data, eof = gw.validator.stdin(await gw.read_json())
+    record = await gw.lookup(job_id)
+    reply = await gw.send_stdin(record, data, eof)
+    if reply.status != 202:
+        raise ApiError(reply.status, reply.code, reply.message, reply_headers(reply))
+    response = jsonify({"id": job_id, "accepted_bytes": len(data.encode("utf-8", "surrogatepass")), "eof": eof})
+    response.status_code = 202
     return response
 
 

@@ -142,10 +142,28 @@ class Validator:
             raise bad("invalid_tests", f"At most {MAX_TESTS} test cases are allowed, not {len(tests)}.")
         return tests
 
+    def stdin(self, body: Any) -> tuple[str, bool]:
+        """Input for an interactive job, ``{"data": "...", "eof": false}`` (both optional)."""
+        if not isinstance(body, dict) or set(body) - {"data", "eof"}:
+            raise bad("invalid_body", "The body must be a JSON object with 'data' (a string) and 'eof' (a boolean).")
+        data = body.get("data")
+        eof = body.get("eof")
+        if data is None:
+            data = ""
+        if eof is None:
+            eof = False
+        if not isinstance(data, str):
+            raise bad("invalid_stdin", "'data' must be a string.")
+        if not isinstance(eof, bool):
+            raise bad("invalid_stdin", "'eof' must be true or false.")
+        return data, eof
+
     async def callback(self, url: str) -> str:
         """The callback URL if its scheme and every address its host resolves to may be called."""
         if not url:
             return ""
+        if not self.settings.callback_secret:
+            raise bad("invalid_callback_url", "Callbacks are not enabled on this deployment (no callback secret).")
         try:
             await urlpolicy.check(url, self.callback_networks)
         except urlpolicy.UrlRefused as exc:

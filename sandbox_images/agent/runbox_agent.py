@@ -154,6 +154,56 @@ def job_memory_kb() -> int:
     return total
 
 
+class Control:
+    """The control channel (fd 0, the container's attached stdin), read line by line.
+
+    Read with ``os.read`` rather than ``sys.stdin``'s buffer, so the run loop can also wait on
+    it with the selector: an interactive job's input arrives here while the job runs.
+    """
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.closed = False
+
+    def fill(self) -> None:
+        """Read what is available (the caller knows fd 0 is readable, or wants to block)."""
+        data = os.read(0, CHUNK)
+        if not data:
+            self.closed = True
+        self.buf += data
+
+    def pop(self):
+        """The next complete message (a dict, or {} when undecodable), or None if none is whole yet."""
+        while True:
+            end = self.buf.find(b"\n")
+            if end < 0:
+                return None
+            line = bytes(self.buf[:end])
+            del self.buf[: end + 1]
+            if not line.strip():
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                return {}
+            return message if isinstance(message, dict) else {}
+
+    def wait(self):
+        """Block until a whole message arrives; None when the channel has ended."""
+        while True:
+            message = self.pop()
+            if message is not None:
+                return message
+            if self.closed:
+                return None
+            self.fill()
+
+
+CONTROL = Control()
+STDIN_KEY = "stdin"
+CONTROL_KEY = "control"
+
+
 class Capture:
     """One output stream: the first ``cap`` bytes are kept and streamed, the rest counted."""
 
@@ -236,16 +286,26 @@ def first_in_line_for_oom(pid: int) -> None:
 
 
 def run_step(step: dict, env: dict) -> dict:
-    """Run one command to its end or its limit; return its outcome."""
+    """Run one command to its end or its limit; return its outcome.
+
+    ``stream`` sends output as it comes; otherwise it is returned (``output``, and ``errors``
+    when ``separate_stderr`` keeps stderr apart, as a judged case does). ``interactive`` keeps
+    the program's stdin open for ``stdin`` messages on the control channel until one says
+    ``eof``; with no input and no output for ``idle_s`` the step ends ``timed_out``.
+    """
     limits = step["limits"]
     stream = bool(step.get("stream"))
+    separate = stream or bool(step.get("separate_stderr"))
+    interactive = bool(step.get("interactive"))
+    idle_s = float(step.get("idle_s") or 0)
     out_cap = int(step["output_bytes"])
     hard_cap = int(step["hard_output_bytes"])
     outs = {
         "stdout": Capture("stdout", out_cap, stream),
-        "stderr": Capture("stderr", out_cap, stream) if stream else None,
+        "stderr": Capture("stderr", out_cap, stream) if separate else None,
     }
-    stdin_data = step.get("stdin", "").encode("utf-8", "surrogateescape")
+    pending = bytearray(step.get("stdin", "").encode("utf-8", "surrogateescape"))
+    eof = not interactive  # no more input will come once ``pending`` is written
     oom_before = cgroup_oom_kills()
     usage = {"cpu": 0.0, "rss": 0, "status": None}
     started = time.monotonic()
@@ -256,7 +316,7 @@ def run_step(step: dict, env: dict) -> dict:
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if stream else subprocess.STDOUT,
+            stderr=subprocess.PIPE if separate else subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
             restore_signals=True,
@@ -271,12 +331,42 @@ def run_step(step: dict, env: dict) -> dict:
     sel.register(proc.stdout, selectors.EVENT_READ, outs["stdout"])
     if proc.stderr is not None:
         sel.register(proc.stderr, selectors.EVENT_READ, outs["stderr"])
-    if stdin_data:
-        os.set_blocking(proc.stdin.fileno(), False)
-        sel.register(proc.stdin, selectors.EVENT_WRITE, None)
-    else:
-        proc.stdin.close()
-    stdin_pos = 0
+    stdin = proc.stdin
+    os.set_blocking(stdin.fileno(), False)
+    writing = False  # stdin is registered for writing
+
+    def pump_stdin() -> None:
+        """Keep stdin registered while there is input to write; close it after the last byte."""
+        nonlocal stdin, writing
+        if stdin is None:
+            return
+        if pending and not writing:
+            sel.register(stdin, selectors.EVENT_WRITE, STDIN_KEY)
+            writing = True
+        elif not pending:
+            if writing:
+                sel.unregister(stdin)
+                writing = False
+            if eof:
+                stdin.close()
+                stdin = None
+
+    def take_input() -> None:
+        """Queue the input messages the control channel holds (some may have come with the job)."""
+        nonlocal eof, last_activity
+        while (message := CONTROL.pop()) is not None:
+            if message.get("t") != "stdin" or eof:
+                continue
+            pending.extend(str(message.get("d", "")).encode("utf-8", "surrogateescape"))
+            eof = bool(message.get("eof"))
+            last_activity = time.monotonic()
+        pump_stdin()
+
+    last_activity = started
+    pump_stdin()
+    if interactive:
+        take_input()
+        sel.register(0, selectors.EVENT_READ, CONTROL_KEY)
     killed_by = None
     # A container sized for a bigger compile step lets the run step's memory grow past its
     # own limit before the cgroup stops it: such a step is measured and killed at its limit.
@@ -287,6 +377,17 @@ def run_step(step: dict, env: dict) -> dict:
         now = time.monotonic()
         if usage["status"] is None and now >= deadline and killed_by is None:
             killed_by = "wall_time"
+        if (
+            idle_s
+            and killed_by is None
+            and usage["status"] is None
+            and stdin is not None
+            and not pending
+            and now - last_activity >= idle_s
+        ):
+            # Waiting for input that does not come: end it now rather than at the wall time.
+            killed_by = "idle"
+            deadline = now
         if watch_kb and killed_by is None and now >= next_watch:
             next_watch = now + WATCH_INTERVAL_S
             seen = job_memory_kb()
@@ -300,7 +401,7 @@ def run_step(step: dict, env: dict) -> dict:
             kill_everything()
             if now >= deadline + KILL_GRACE_S:
                 for key in list(sel.get_map().values()):
-                    if key.data is not None:
+                    if isinstance(key.data, Capture):
                         sel.unregister(key.fileobj)
                         open_readers -= 1
                 if usage["status"] is None:
@@ -317,22 +418,32 @@ def run_step(step: dict, env: dict) -> dict:
             wait = min(wait, FLUSH_DELAY_S)
         if watch_kb:
             wait = min(wait, WATCH_INTERVAL_S)
+        if idle_s and killed_by is None and stdin is not None and not pending:
+            wait = max(0.0, min(wait, last_activity + idle_s - now))
         ready = sel.select(wait) if sel.get_map() else time.sleep(wait) or []
         for key, _ in ready:
-            if key.data is None:
+            if key.data == STDIN_KEY:
                 try:
-                    stdin_pos += os.write(key.fileobj.fileno(), stdin_data[stdin_pos : stdin_pos + CHUNK])
-                except (BrokenPipeError, BlockingIOError, OSError):
-                    stdin_pos = len(stdin_data)
-                if stdin_pos >= len(stdin_data):
-                    sel.unregister(key.fileobj)
-                    key.fileobj.close()
+                    del pending[: os.write(stdin.fileno(), pending[:CHUNK])]
+                except BlockingIOError:
+                    pass
+                except OSError:  # the program closed its stdin: what is left has no reader
+                    pending.clear()
+                    eof = True
+                pump_stdin()
+                continue
+            if key.data == CONTROL_KEY:
+                CONTROL.fill()
+                if CONTROL.closed:
+                    sel.unregister(0)
+                take_input()
                 continue
             data = os.read(key.fileobj.fileno(), CHUNK)
             if not data:
                 sel.unregister(key.fileobj)
                 open_readers -= 1
                 continue
+            last_activity = time.monotonic()
             key.data.feed(data)
             if sum(c.total for c in outs.values() if c is not None) > hard_cap and killed_by is None:
                 killed_by = "output"
@@ -352,6 +463,11 @@ def run_step(step: dict, env: dict) -> dict:
     kill_everything()
     reap(usage, block_until=time.monotonic() + 1.0)
     sel.close()
+    if stdin is not None:
+        try:
+            stdin.close()
+        except OSError:
+            pass
     for c in outs.values():
         if c is not None:
             c.flush(force=True)
@@ -364,8 +480,8 @@ def run_step(step: dict, env: dict) -> dict:
     memory_limit_kb = int(step.get("memory_mb", limits["memory_mb"])) * 1024
     limit = None
     outcome = "completed"
-    if killed_by == "wall_time":
-        outcome, limit = "timed_out", "wall_time"
+    if killed_by in ("wall_time", "idle"):
+        outcome, limit = "timed_out", killed_by
     elif killed_by == "output":
         outcome, limit = "output_exceeded", "output"
     elif killed_by == "memory":
@@ -390,6 +506,8 @@ def run_step(step: dict, env: dict) -> dict:
     }
     if not stream:
         result["output"] = "".join(outs["stdout"].text)
+        if outs["stderr"] is not None:
+            result["errors"] = "".join(outs["stderr"].text)
     return result
 
 
@@ -416,6 +534,61 @@ def write_files(files: list) -> str | None:
     return None
 
 
+def clear_new_entries(top: str, keep: set) -> None:
+    """Remove what a judged case left in ``top`` (except ``keep``), so the next case starts alike."""
+    try:
+        entries = os.listdir(top)
+    except OSError:
+        return
+    for name in entries:
+        if name in keep:
+            continue
+        path = os.path.join(top, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def run_cases(step: dict, env: dict) -> None:
+    """Run the built program once per test case, each under the step's limits, within ``budget_s``.
+
+    Each case is reported as it ends; between cases every process is gone (``run_step`` kills
+    them) and files the case created are removed. Cases stop when the job's total budget is
+    spent: the job then ends ``timed_out`` with ``limit: total_time``.
+    """
+    cases = step["cases"]
+    end = time.monotonic() + float(step["budget_s"])
+    timeout = float(step["limits"]["timeout_s"])
+    keep = set(os.listdir(WORK))
+    ran = 0
+    cut = False
+    for index, case in enumerate(cases):
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            cut = True
+            break
+        limits = dict(step["limits"], timeout_s=min(timeout, remaining))
+        result = run_step(dict(step, stdin=case.get("stdin", ""), limits=limits), env)
+        if result["status"] == "failed":
+            send({"t": "done", **result})
+            return
+        send({"t": "case", "i": index, **result})
+        ran += 1
+        for top in (WORK, "/tmp", "/dev/shm"):
+            clear_new_entries(top, keep if top == WORK else set())
+        if result.get("limit") == "wall_time" and limits["timeout_s"] < timeout:
+            cut = True
+            break
+    if cut or ran < len(cases):
+        send({"t": "done", "status": "timed_out", "limit": "total_time", "cases": ran})
+    else:
+        send({"t": "done", "status": "completed", "cases": ran})
+
+
 def run_job(job: dict) -> None:
     env = {"PATH": PATH, "HOME": WORK, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     env.update(job.get("env", {}))
@@ -424,6 +597,9 @@ def run_job(job: dict) -> None:
         send({"t": "done", "status": "failed", "error": error})
         return
     for step in job["steps"]:
+        if step.get("cases") is not None:
+            run_cases(step, env)
+            return
         result = run_step(step, env)
         if step["name"] == "compile":
             send({"t": "compile", **result})
@@ -533,15 +709,13 @@ def main() -> None:
     os.chdir(WORK)
     leftover = checked_scrub()
     send({"t": "ready", "clean": leftover is None, "detail": leftover, "tokens": True})
-    for line in sys.stdin.buffer:
-        if not line.strip():
-            continue
-        try:
-            job = json.loads(line)
-        except ValueError:
+    while (job := CONTROL.wait()) is not None:
+        if job.get("t") == "stdin":
+            continue  # input for an interactive job that has just ended
+        if "steps" not in job:
             send({"t": "done", "status": "failed", "error": "agent received an undecodable job"})
             continue
-        TOKEN = job.get("token") if isinstance(job, dict) else None
+        TOKEN = job.get("token")
         BUSY = True
         try:
             run_job(job)

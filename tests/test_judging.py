@@ -1,0 +1,263 @@
+"""Judged jobs and interactive jobs through the real stack, in the production shape.
+
+One executor process and two gateway processes share a queue prefix: jobs are submitted to one
+gateway, followed and fed input through the other, so nothing depends on one process's memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.runbox_client import Client, Service, SseEvent
+
+LANGUAGES = "python,c,bash"
+
+
+@pytest.fixture(scope="module")
+def stack(real_stack: None) -> Iterator[tuple[Service, Service]]:
+    """An executor and two gateways; a judged job may run 15 s in all, idle input ends after 4 s."""
+    executor = Service(
+        roles="executor", RUNBOX_LANGUAGES=LANGUAGES, RUNBOX_JUDGE_MAX_TOTAL_S="15", RUNBOX_INTERACTIVE_IDLE_S="4"
+    ).start(wait_ready=False)
+    first = Service(roles="gateway", prefix=executor.prefix, RUNBOX_LANGUAGES=LANGUAGES).start()
+    second = Service(roles="gateway", prefix=executor.prefix, RUNBOX_LANGUAGES=LANGUAGES).start()
+    yield first, second
+    second.stop()
+    first.stop()
+    executor.stop()
+
+
+@pytest.fixture()
+def clients(stack: tuple[Service, Service]) -> Iterator[tuple[Client, Client]]:
+    a, b = stack[0].client(), stack[1].client()
+    yield a, b
+    a.close()
+    b.close()
+
+
+ADD = {
+    "python": "a, b = map(int, input().split())\nprint(a + b)",
+    "bash": "read a b\necho $((a + b))",
+    "c": "#include <stdio.h>\nint main(void) { long a, b; scanf(\"%ld %ld\", &a, &b); printf(\"%ld\\n\", a + b); }",
+}
+CASES = [
+    {"stdin": "1 2\n", "expected_stdout": "3\n"},
+    {"stdin": "20 22\n", "expected_stdout": "41\n"},  # wrong on purpose: the program prints 42
+    {"stdin": "-5 5\n", "expected_stdout": "0   \n\n\n"},  # trailing spaces and empty lines do not count
+]
+
+
+@pytest.mark.parametrize("language", ["python", "bash", "c"])
+def test_judged_job_with_passing_and_failing_cases(clients: tuple[Client, Client], language: str) -> None:
+    a, b = clients
+    job_id = a.submit_ok({"language": language, "source": ADD[language], "tests": CASES})
+    events = b.events(job_id)
+    tests = [e for e in events if e.name == "test"]
+    assert [(e.data["index"], e.data["verdict"]) for e in tests] == [
+        (0, "accepted"), (1, "wrong_answer"), (2, "accepted")
+    ]
+    assert all(isinstance(e.data["duration_ms"], int) for e in tests)
+    assert not [e for e in events if e.name in ("stdout", "stderr")]
+    final = events[-1].data
+    assert final["status"] == "completed"
+    result = final["result"]
+    assert result["verdict"] == "wrong_answer"
+    assert [t["stdout"] for t in result["tests"]] == ["3\n", "42\n", "0\n"]
+    for case in result["tests"]:
+        assert set(case) >= {"index", "verdict", "stdout", "stderr", "exit_code", "duration_ms", "cpu_ms",
+                             "memory_peak_kb"}
+        assert case["exit_code"] == 0
+    if language == "c":
+        assert [e for e in events if e.name == "compile"]
+    assert a.state(job_id) == final
+
+
+def test_all_cases_accepted(clients: tuple[Client, Client]) -> None:
+    a, _ = clients
+    cases = [{"stdin": f"{i} {i}\n", "expected_stdout": f"{2 * i}\n"} for i in range(12)]
+    final = a.run({"language": "bash", "source": ADD["bash"], "tests": cases})
+    assert final["status"] == "completed"
+    assert final["result"]["verdict"] == "accepted"
+    assert [t["index"] for t in final["result"]["tests"]] == list(range(12))
+
+
+def test_verdicts_for_crashes_limits_and_their_order(clients: tuple[Client, Client]) -> None:
+    a, _ = clients
+    source = (
+        "import sys, time\n"
+        "n = int(input())\n"
+        "if n == 1: sys.exit(3)\n"
+        "if n == 2:\n    while True: pass\n"
+        "if n == 3: x = bytearray(400 * 1024 * 1024)\n"
+        "if n == 4: print('y' * 200000)\n"
+        "print(n)\n"
+    )
+    cases = [{"stdin": f"{n}\n", "expected_stdout": f"{n}\n"} for n in range(5)]
+    final = a.run({"language": "python", "source": source, "tests": cases,
+                   "limits": {"timeout_s": 3, "memory_mb": 128}})
+    verdicts = [t["verdict"] for t in final["result"]["tests"]]
+    assert verdicts == ["accepted", "runtime_error", "timed_out", "memory_exceeded", "output_exceeded"]
+    assert final["result"]["tests"][1]["exit_code"] == 3
+    assert final["result"]["verdict"] == "runtime_error"
+    assert final["status"] == "completed"
+
+
+def test_cases_do_not_see_each_others_files(clients: tuple[Client, Client]) -> None:
+    a, _ = clients
+    source = "import os\nprint(os.path.exists('/tmp/seen') or os.path.exists('seen'))\n" \
+             "open('/tmp/seen', 'w').close()\nopen('seen', 'w').close()"
+    final = a.run({"language": "python", "source": source,
+                   "tests": [{"stdin": "", "expected_stdout": "False"}] * 3})
+    assert [t["verdict"] for t in final["result"]["tests"]] == ["accepted"] * 3
+
+
+def test_compile_error_in_a_judged_job(clients: tuple[Client, Client]) -> None:
+    a, _ = clients
+    final = a.run({"language": "c", "source": "int main(void) { return nope; }", "tests": CASES})
+    assert final["status"] == "compile_error"
+    assert final["result"]["tests"] == []
+    assert "nope" in final["result"]["compile_output"]
+
+
+def test_total_time_ceiling_stops_a_judged_job(clients: tuple[Client, Client]) -> None:
+    a, _ = clients
+    cases = [{"stdin": "", "expected_stdout": "ok\n"}] * 8
+    final = a.run({"language": "python", "source": "import time\ntime.sleep(2.5)\nprint('ok')",
+                   "tests": cases, "limits": {"timeout_s": 3.5}})
+    assert final["status"] == "timed_out"
+    assert final["result"]["limit"] == "total_time"
+    assert 0 < len(final["result"]["tests"]) < 8
+    assert final["result"]["verdict"] == "timed_out"
+
+
+def test_too_many_cases_is_400(clients: tuple[Client, Client]) -> None:
+    a, _ = clients
+    response = a.submit({"language": "python", "source": "", "tests": [{"stdin": ""}] * 65})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_tests"
+
+
+# --- interactive --------------------------------------------------------------------------------
+def send(client: Client, job_id: str, data: str = "", eof: bool = False) -> httpx.Response:
+    return client.http.post(f"/api/v1/jobs/{job_id}/stdin", json={"data": data, "eof": eof})
+
+
+def converse(reader: Client, writers: list[Client], job_id: str,
+             lines: list[str]) -> tuple[list[str], list[SseEvent]]:
+    """Send the first line once the job started and the next after each line it answers
+    (the last with eof), alternating gateways; the answered lines, and every event."""
+    answers: list[str] = []
+    events: list[SseEvent] = []
+    buffer = ""
+    turn = 0
+
+    def next_line() -> None:
+        nonlocal turn
+        if turn < len(lines):
+            response = send(writers[turn % len(writers)], job_id, lines[turn], eof=turn == len(lines) - 1)
+            assert response.status_code == 202, response.text
+            turn += 1
+
+    for event in reader.iter_events(job_id):
+        events.append(event)
+        if event.name == "started":
+            next_line()
+        elif event.name == "stdout":
+            buffer += event.data["data"]
+            while "\n" in buffer:
+                line, buffer = buffer.split("\n", 1)
+                answers.append(line)
+                next_line()
+    return answers, events
+
+
+def test_interactive_python_line_by_line_through_two_gateways(clients: tuple[Client, Client]) -> None:
+    a, b = clients
+    source = "while True:\n    try:\n        line = input()\n    except EOFError:\n        break\n" \
+             "    print(line[::-1], flush=True)\nprint('bye')"
+    job_id = a.submit_ok({"language": "python", "source": source, "interactive": True, "stdin": "first\n"})
+    answers, events = converse(b, [a, b], job_id, ["hello\n", "runbox\n", "abc\n"])
+    assert answers[:4] == ["tsrif", "olleh", "xobnur", "cba"]
+    final = events[-1].data
+    assert final["status"] == "completed"
+    assert final["result"]["stdout"] == "tsrif\nolleh\nxobnur\ncba\nbye\n"
+    # Ended: more input is refused, whichever gateway it goes to.
+    for client in (a, b):
+        response = send(client, job_id, "late\n")
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "not_running"
+
+
+def test_interactive_c_program(clients: tuple[Client, Client]) -> None:
+    a, b = clients
+    source = (
+        "#include <stdio.h>\n"
+        "int main(void) { long n; while (scanf(\"%ld\", &n) == 1) { printf(\"%ld\\n\", n * n); fflush(stdout); }\n"
+        "  puts(\"done\"); return 0; }\n"
+    )
+    job_id = a.submit_ok({"language": "c", "source": source, "interactive": True})
+    answers, events = converse(a, [b, a], job_id, ["3\n", "12\n", "-7\n"])
+    assert answers[:3] == ["9", "144", "49"]
+    assert events[-1].data["status"] == "completed"
+    assert events[-1].data["result"]["stdout"] == "9\n144\n49\ndone\n"
+
+
+def test_interactive_job_waiting_for_input_times_out_when_idle(clients: tuple[Client, Client]) -> None:
+    a, _ = clients
+    final = a.run({"language": "python", "source": "print('ready', flush=True)\ninput()",
+                   "interactive": True, "limits": {"timeout_s": 20}})
+    assert final["status"] == "timed_out"
+    assert final["result"]["limit"] == "idle"
+    assert final["result"]["stdout"] == "ready\n"
+
+
+def test_stdin_refused_for_other_jobs_and_bad_bodies(clients: tuple[Client, Client]) -> None:
+    a, b = clients
+    job_id = a.submit_ok({"language": "python", "source": "import time\ntime.sleep(1)"})
+    response = send(b, job_id, "x")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_interactive"
+    assert b.http.post("/api/v1/jobs/0000000000000000000000000a/stdin", json={"data": "x"}).status_code == 404
+    for body in ({"data": 5}, {"eof": "yes"}, [1]):
+        response = b.http.post(f"/api/v1/jobs/{job_id}/stdin", json=body)
+        assert response.status_code == 400, body
+    response = b.http.post(f"/api/v1/jobs/{job_id}/stdin", content=b"{nope")
+    assert response.status_code == 400
+
+
+def test_interactive_input_is_bounded(clients: tuple[Client, Client]) -> None:
+    a, b = clients
+    job_id = a.submit_ok({"language": "python", "source": "import sys, time\ntime.sleep(8)",
+                          "interactive": True, "limits": {"timeout_s": 10}})
+    for event in a.iter_events(job_id):
+        if event.name == "started":
+            break
+    # 64 KiB per second per job by default: one piece larger than that is refused outright,
+    # and pieces that together pass the rate are told to wait.
+    assert send(b, job_id, "x" * (65 * 1024)).status_code == 413
+    codes = [send(a if i % 2 else b, job_id, "y" * (20 * 1024)).status_code for i in range(5)]
+    assert codes[:3] == [202, 202, 202] and 429 in codes[3:]
+    response = send(a, job_id, eof=True)
+    assert response.status_code in (202, 429)
+
+
+def test_parallel_interactive_jobs_get_their_own_input(clients: tuple[Client, Client]) -> None:
+    a, b = clients
+    source = "print(input() * 2, flush=True)"
+    results: dict[str, str] = {}
+
+    def one(word: str) -> None:
+        job_id = a.submit_ok({"language": "python", "source": source, "interactive": True})
+        answers, events = converse(b, [a], job_id, [word + "\n"])
+        results[word] = answers[0] if answers else repr(events[-1].data)
+
+    threads = [threading.Thread(target=one, args=(w,)) for w in ("ab", "cd", "ef", "gh")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {"ab": "abab", "cd": "cdcd", "ef": "efef", "gh": "ghgh"}
