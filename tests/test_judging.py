@@ -119,7 +119,7 @@ def test_compile_error_in_a_judged_job(clients: tuple[Client, Client]) -> None:
     a, _ = clients
     final = a.run({"language": "c", "source": "int main(void) { return nope; }", "tests": CASES})
     assert final["status"] == "compile_error"
-    assert final["result"]["tests"] == []
+    assert not final["result"].get("tests")
     assert "nope" in final["result"]["compile_output"]
 
 
