@@ -139,7 +139,7 @@ def test_receiver_failing_twice_gets_the_same_delivery_again(stack, receiver: Re
         text = service.client().http.get("/metrics").text
         for outcome, value in re.findall(r'^runbox_callback_attempts_total\{outcome="(\w+)"\} (\S+)$', text, re.M):
             attempts[outcome] = attempts.get(outcome, 0.0) + float(value)
-    assert attempts["http_error"] >= 2 and attempts["delivered"] >= 2
+    assert attempts["http_error"] >= 2 and attempts["delivered"] >= 1
 
 
 def test_failed_job_is_called_back_too(stack, receiver: Receiver) -> None:

@@ -98,7 +98,7 @@ def test_verdicts_for_crashes_limits_and_their_order(clients: tuple[Client, Clie
     )
     cases = [{"stdin": f"{n}\n", "expected_stdout": f"{n}\n"} for n in range(5)]
     final = a.run({"language": "python", "source": source, "tests": cases,
-                   "limits": {"timeout_s": 3, "memory_mb": 128}})
+                   "limits": {"timeout_s": 4, "memory_mb": 128}})
     verdicts = [t["verdict"] for t in final["result"]["tests"]]
     assert verdicts == ["accepted", "runtime_error", "timed_out", "memory_exceeded", "output_exceeded"]
     assert final["result"]["tests"][1]["exit_code"] == 3
