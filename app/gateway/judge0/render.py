@@ -18,6 +18,7 @@ from app.gateway.judge0.contract import (
     judge0_name,
 )
 from app.gateway.output import combined_output, compile_event, result_of
+from app.judging import outputs_match
 from app.languages import Registry
 from app.messages import JobState, iso_time
 from app.web.errors import ApiError
@@ -50,11 +51,6 @@ def stored_meta(record: JobRecord | None) -> dict[str, Any]:
         return {}
     data = record.extra.get(META_EVENT, {})
     return dict(data["submission"]) if isinstance(data.get("submission"), dict) else {}
-
-
-def normalized(text: str) -> str:
-    """Output as Judge0 compares it: each line's trailing whitespace and trailing blank lines dropped."""
-    return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n")).rstrip()
 
 
 def verdict(state: JobState, record: JobRecord | None, meta: dict[str, Any], stdout: str) -> tuple[int, str | None]:
@@ -96,7 +92,8 @@ def verdict(state: JobState, record: JobRecord | None, meta: dict[str, Any], std
     ):
         return 5, "Time limit exceeded"
     expected = meta.get("expected_output")
-    if isinstance(expected, str) and normalized(expected) != normalized(stdout):
+    # The native API's test cases and Judge0's expected_output are judged by one rule.
+    if isinstance(expected, str) and not outputs_match(stdout, expected):
         return 4, None
     return 3, None
 
