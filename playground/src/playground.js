@@ -60,6 +60,7 @@ async function loadLanguages() {
     option.value = lang.name;
     option.textContent = lang.name;
     option.dataset.versions = JSON.stringify(lang.versions && lang.versions.length ? lang.versions : [lang.version]);
+    option.dataset.maxTimeout = String((lang.max_limits && lang.max_limits.timeout_s) || 30);
     picker.appendChild(option);
   }
   picker.value = languages.some((l) => l.name === "python") ? "python" : languages[0].name;
@@ -179,7 +180,11 @@ async function run() {
     expected_stdout: row.querySelector(".case-expected").value,
   }));
   if (tests.length) body.tests = tests;
-  else if ($("interactive").checked) body.interactive = true;
+  else if ($("interactive").checked) {
+    // Someone is typing: give the program the longest wall time the language allows.
+    body.interactive = true;
+    body.limits = { timeout_s: Number($("language").selectedOptions[0].dataset.maxTimeout) };
+  }
   if (!tests.length && $("stdin").value) body.stdin = $("stdin").value;
   let response = await fetch("/api/v1/jobs", { method: "POST", headers: headers(), body: JSON.stringify(body) });
   let answer = await response.json();
