@@ -3,6 +3,7 @@
     python -m loadtest.bench latency    [--runs 200] [--runtime runc|runsc]
     python -m loadtest.bench throughput [--seconds 60] [--concurrency 32]
     python -m loadtest.bench warmup
+    python -m loadtest.bench judge      [--seconds 60] [--concurrency 8] [--cases 20]
 
 Each starts its own runbox process (gateway+executor, its own queues) unless ``--url`` names
 a running one, and talks to it only on 127.0.0.1.
@@ -28,6 +29,7 @@ from tests.runbox_client import Service
 
 HELLO = {"language": "python", "source": "print('hello, world')"}
 EXEC_CMD = ["python3", "-S", "-c", "print('hello, world')"]
+ADD = "a, b = map(int, input().split())\nprint(a + b)"
 
 
 # Benchmarks measure the machinery, not the abuse controls.
@@ -163,7 +165,30 @@ def throughput(args: argparse.Namespace) -> None:
     with_service(args, body, RUNBOX_POOL_SIZE="6", RUNBOX_POOL_MAX="8")
 
 
-async def drive(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
+def judged(cases: int) -> dict[str, Any]:
+    """A judged job: a sum program against ``cases`` test cases, the last one failing."""
+    tests = [{"stdin": f"{i} {i + 1}\n", "expected_stdout": f"{2 * i + 1}\n"} for i in range(cases)]
+    tests[-1]["expected_stdout"] = "wrong\n"
+    return {"language": "python", "source": ADD, "tests": tests}
+
+
+def judge(args: argparse.Namespace) -> None:
+    def body(url: str, executor: str) -> None:
+        ours = asyncio.run(drive(url, args.concurrency, args.seconds, judged(args.cases)))
+        with floor_container(args.runtime) as container:
+            bare = exec_throughput(container, args.concurrency, min(args.seconds, 20))
+        shape = "gateway and executor processes" if args.split else "one gateway+executor process"
+        print(f"\njudged jobs of {args.cases} cases, runtime={args.runtime}, "
+              f"{args.concurrency} concurrent clients, {shape}")
+        print(f"runbox: {ours['done']} judged jobs in {ours['seconds']:.1f} s = {ours['rate']:.2f} jobs/s "
+              f"= {ours['rate'] * args.cases:.1f} cases/s (errors {ours['errors']}, statuses {ours['statuses']})")
+        print(f"floor: bare docker exec: {bare['rate']:.1f} execs/s = {bare['rate'] / args.cases:.2f} "
+              f"jobs of {args.cases} execs per second")
+
+    with_service(args, body, RUNBOX_POOL_SIZE="6", RUNBOX_POOL_MAX="8")
+
+
+async def drive(url: str, concurrency: int, seconds: float, job: dict[str, Any] = HELLO) -> dict[str, Any]:
     end = time.perf_counter() + seconds
     done = errors = 0
     statuses: dict[str, int] = {}
@@ -173,7 +198,7 @@ async def drive(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
         nonlocal done, errors
         while time.perf_counter() < end:
             try:
-                response = await client.post("/api/v1/jobs", json=HELLO)
+                response = await client.post("/api/v1/jobs", json=job)
                 response.raise_for_status()
                 job_id = response.json()["id"]
                 status = "?"
@@ -263,7 +288,8 @@ def warmup(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench")
-    parser.add_argument("what", choices=["latency", "throughput", "warmup"])
+    parser.add_argument("what", choices=["latency", "throughput", "warmup", "judge"])
+    parser.add_argument("--cases", type=int, default=20, help="judge: test cases per job")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -272,7 +298,7 @@ def main() -> None:
     parser.add_argument("--split", action="store_true", help="gateway and executor in separate processes")
     parser.add_argument("--executor", default="", help="with --url: the executor's RUNBOX_EXECUTOR_NAME")
     args = parser.parse_args()
-    {"latency": latency, "throughput": throughput, "warmup": warmup}[args.what](args)
+    {"latency": latency, "throughput": throughput, "warmup": warmup, "judge": judge}[args.what](args)
 
 
 if __name__ == "__main__":
