@@ -78,6 +78,9 @@ class Settings:
     max_body_kb: int = 2048
     body_timeout_s: float = 10.0  # a request body must arrive within this long (408)
     retry_after_s: int = 2
+    # Submissions one gateway handles at once (admitted, not yet answered); more are shed at
+    # once with 503 + Retry-After instead of waiting inside the gateway. 0: no bound.
+    max_pending_submits: int = 64
     require_keys: bool = False
     api_keys: tuple[str, ...] = ()  # "tier:sha256hex" or "tier:plain:KEY" entries
     anonymous_rate_per_s: float = 5.0

@@ -31,6 +31,7 @@ REJECT_REASONS = (
     "expired",
     "slow_body",
     "busy",
+    "overloaded",
 )
 LIMIT_KINDS = ("wall_time", "cpu_time", "memory", "output", "file_size", "processes", "compile_time")
 CONTAINER_EVENTS = ("created", "recycled", "reused", "failed", "removed")

@@ -132,3 +132,30 @@ def test_fair_slots_rotate_between_languages() -> None:
 
     order = asyncio.run(scenario())
     assert order[:3] == ["python", "ruby", "go"], order
+
+
+def test_a_gateway_sheds_submissions_beyond_its_bound_with_503_and_retry_after() -> None:
+    from app.config import KeyTier
+    from app.gateway.admission import Admission
+    from app.gateway.identity import Identity
+    from app.web.errors import ApiError
+
+    class NoJobs:
+        def in_flight(self, identity: str) -> int:
+            return 0
+
+    admission = Admission(Settings(max_pending_submits=2, retry_after_s=3), NoJobs())  # type: ignore[arg-type]
+    who = Identity("key:abc", KeyTier("t", 1000.0, 1000, 1000, 10))
+    first, second = admission.submit(who), admission.submit(who)
+    with pytest.raises(ApiError) as shed:
+        admission.submit(who)
+    assert (shed.value.status, shed.value.code, shed.value.reason) == (503, "overloaded", "overloaded")
+    assert shed.value.headers["Retry-After"] == "3"
+    first.release()
+    first.release()  # idempotent: gives back one place only
+    third = admission.submit(who)  # room again once an earlier submission was answered
+    with pytest.raises(ApiError):
+        admission.submit(who)
+    second.release()
+    third.release()
+    assert admission.pending == 0

@@ -6,6 +6,11 @@ allowance is *reserved* in the same step (check and reserve with no ``await`` be
 so a burst of simultaneous submissions cannot all pass a check made before any of them was
 published); the reservation is released once the publish succeeded (the job is then counted
 from the event log) or failed.
+
+Before any of that, a gateway that already has ``max_pending_submits`` submissions in hand
+sheds the new one with 503 + ``Retry-After``: under a storm, work beyond what the deployment
+absorbs is refused in microseconds instead of queueing inside the gateway, where it would
+delay every answer (and ``/healthz``) behind it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Reservation:
         """Give the slots back (idempotent); call when the publish succeeded or failed."""
         if not self.released:
             self.released = True
+            self.admission.pending -= 1
             self.admission.unreserve(self.identity, self.jobs)
 
     def grow(self, jobs: int) -> None:
@@ -59,6 +65,7 @@ class Admission:
         self.share = max(1, settings.gateway_count)
         self._reserved: dict[str, int] = defaultdict(int)
         self._streams: dict[str, int] = defaultdict(int)
+        self.pending = 0  # submissions admitted and not yet answered
 
     def _take(self, bucket: str, identity: Identity, rate: float, burst: int, cost: int, what: str) -> Decision:
         decision = self.limiter.check(bucket, rate, burst, cost)
@@ -80,9 +87,21 @@ class Admission:
         return self._take("submit:" + identity.key, identity, rate, tier.burst, jobs, "submissions")
 
     def submit(self, identity: Identity, jobs: int = 1) -> Reservation:
-        """Take ``jobs`` tokens and reserve ``jobs`` job slots; 429 when either is short."""
+        """Take ``jobs`` tokens and reserve ``jobs`` job slots; 429 when either is short, 503 when overloaded."""
+        bound = self.settings.max_pending_submits
+        if bound and self.pending >= bound:
+            # Shed before taking any token: the client was refused for our load, not its own.
+            raise ApiError(
+                503,
+                "overloaded",
+                f"This gateway is handling {bound} submissions already; try again in "
+                f"{self.settings.retry_after_s} s.",
+                {"Retry-After": str(self.settings.retry_after_s)},
+                reason="overloaded",
+            )
         decision = self.submit_tokens(identity, jobs)
         self.reserve(identity, jobs, decision.headers())
+        self.pending += 1
         return Reservation(self, identity, jobs, decision)
 
     def read(self, identity: Identity, cost: int = 1) -> Decision:

@@ -1,0 +1,126 @@
+"""The overload storm: many submissions at high concurrency, ``/healthz`` probed throughout.
+
+    python -m loadtest.bench storm [--jobs 10000] [--concurrency 200] [--split]
+
+Rate limits are lifted (a key of an unlimited tier), so what the deployment cannot absorb
+must be refused by the service itself: the figures are how fast every submission is answered
+(202 or 503 with ``Retry-After``), how many were shed, and how fast ``/healthz`` answered while
+it happened. Traffic goes to 127.0.0.1 only and the run is bounded by ``--jobs``. Afterwards
+every accepted job is looked up until it is terminal (bounded wait) to count any lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+
+HELLO = {"language": "python", "source": "print('hello, world')"}
+ENV = {"RUNBOX_POOL_SIZE": "6", "RUNBOX_POOL_MAX": "8"}
+PROBE_INTERVAL_S = 0.05
+FOLLOW_S = 900.0
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))]
+
+
+async def storm(url: str, jobs: int, concurrency: int, headers: dict[str, str]) -> dict[str, Any]:
+    answers: list[float] = []
+    outcomes: Counter[str] = Counter()
+    accepted: list[str] = []
+    health: list[float] = []
+    left = jobs
+    done = asyncio.Event()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def submitter(client: httpx.AsyncClient) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            began = time.perf_counter()
+            try:
+                response = await client.post("/api/v1/jobs", json=HELLO)
+            except httpx.HTTPError as exc:
+                outcomes[f"error {type(exc).__name__}"] += 1
+                continue
+            answers.append(time.perf_counter() - began)
+            if response.status_code == 202:
+                accepted.append(response.json()["id"])
+                outcomes["202"] += 1
+            else:
+                code = response.json().get("error", {}).get("code", "?")
+                retry = "with Retry-After" if "Retry-After" in response.headers else "WITHOUT Retry-After"
+                outcomes[f"{response.status_code} {code} {retry}"] += 1
+
+    async def prober() -> None:
+        # A fresh connection per probe, as an orchestrator's liveness check would make.
+        while not done.is_set():
+            began = time.perf_counter()
+            try:
+                async with httpx.AsyncClient(base_url=url, timeout=30) as probe:
+                    ok = (await probe.get("/healthz")).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            health.append(time.perf_counter() - began if ok else float("inf"))
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+    began = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as client:
+        probing = asyncio.create_task(prober())
+        await asyncio.gather(*(submitter(client) for _ in range(concurrency)))
+        done.set()
+        await probing
+    took = time.perf_counter() - began
+    return {"answers": answers, "outcomes": outcomes, "accepted": accepted, "health": health, "seconds": took}
+
+
+async def follow(url: str, ids: list[str], headers: dict[str, str], deadline_s: float) -> Counter[str]:
+    """Look every accepted job up until it is terminal or the deadline passes; count by status."""
+    end = time.monotonic() + deadline_s
+    statuses: Counter[str] = Counter()
+    pending = list(ids)
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
+        while pending and time.monotonic() < end:
+            still: list[str] = []
+            for i in range(0, len(pending), 50):
+                batch = pending[i:i + 50]
+                states = await asyncio.gather(*(client.get(f"/api/v1/jobs/{j}") for j in batch),
+                                              return_exceptions=True)
+                for job_id, state in zip(batch, states, strict=True):
+                    status = state.json().get("status") if isinstance(state, httpx.Response) else None
+                    if status in (None, "queued", "running"):
+                        still.append(job_id)
+                    else:
+                        statuses[str(status)] += 1
+            pending = still
+            if pending:
+                await asyncio.sleep(2)
+    statuses["not terminal by the deadline"] = len(pending)
+    return statuses
+
+
+def run(url: str, jobs: int, concurrency: int, headers: dict[str, str]) -> None:
+    """Run the storm against ``url`` and print every figure beside its target."""
+    result = asyncio.run(storm(url, jobs, concurrency, headers))
+    answers = [a * 1000 for a in result["answers"]]
+    health = [h * 1000 for h in result["health"]]
+    print(f"\noverload storm: {jobs} submissions at {concurrency} concurrent in {result['seconds']:.1f} s")
+    for outcome, count in sorted(result["outcomes"].items()):
+        print(f"  {outcome:<48} {count}")
+    print(f"POST answered     p50 {pct(answers, 50):8.1f} ms  p99 {pct(answers, 99):8.1f} ms  "
+          f"max {max(answers, default=float('nan')):8.1f} ms  mean {statistics.fmean(answers or [0]):.1f}"
+          f"   (target p99 <= 1000 ms)")
+    print(f"/healthz ({len(health)} probes) p50 {pct(health, 50):8.1f} ms  p99 {pct(health, 99):8.1f} ms  "
+          f"max {max(health, default=float('nan')):8.1f} ms   (target p99 <= 100 ms)")
+    shed = sum(n for k, n in result["outcomes"].items() if k.startswith("503") and "with Retry-After" in k)
+    print(f"shed with 503 + Retry-After: {shed}; accepted: {len(result['accepted'])}")
+    statuses = asyncio.run(follow(url, result["accepted"], headers, FOLLOW_S))
+    print("accepted jobs by final status: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
