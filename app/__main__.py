@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
+import socket
 import sys
 
 from hypercorn.asyncio import serve
@@ -15,10 +17,30 @@ from app.config import ConfigError, Settings
 from app.server import create_app
 
 
-async def _serve(settings: Settings) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port before anything else starts, so a taken port ends the process at once.
+
+    Hypercorn would bind only after the app's startup, by which time this process's executor
+    may already be consuming jobs; a failure then left it hanging instead of exiting.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise SystemExit(f"runbox: cannot listen on {host}:{port} (RUNBOX_HOST/RUNBOX_PORT): {why}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(settings: Settings, sock: socket.socket) -> None:
     app = create_app(settings)
     config = Config()
-    config.bind = [f"{settings.host}:{settings.port}"]
+    config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
     config.graceful_timeout = 30
     config.keep_alive_timeout = 75
@@ -39,8 +61,9 @@ def main() -> None:
     except ConfigError as exc:
         print(f"runbox: {exc}", file=sys.stderr)
         sys.exit(2)
+    sock = listen(settings.host, settings.port)  # exits non-zero, naming the port, when it is taken
     logs.setup(settings.log_level, "+".join(settings.roles))
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, sock))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,16 @@ Topology (declared identically by every process, so any may start first):
 - ``<prefix>.callbacks``: a quorum queue of callback deliveries, consumed by gateways; a
   failed delivery waits in ``<prefix>.callbacks.delay.<ms>`` (a queue whose messages expire
   after that long and dead-letter back to the callbacks queue) before its next attempt.
+- ``<prefix>.presence``: a queue nothing is ever published to; each executor consumes it
+  once, so its consumer count is the number of executors.
+
+With ``RUNBOX_AMQP_QUORUM_SIZE`` set (3 on a three-node cluster) every queue and the stream
+are replicated across that many nodes, and ``RUNBOX_AMQP_URL`` lists every node (see
+:mod:`app.amqp` for the failover).
+
+The executor never sees an aio-pika object: a delivery reaches it as a :class:`Delivery`
+(the raw job, its attempt number, and ack / requeue / reject), as Dramatiq's worker gets a
+message proxy.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from app.amqp import QueueProbe, QueueStats, connect_plain, connect_robust
 from app.config import Settings
 from app.messages import Event, Job
 from app.metrics import Metrics
@@ -53,10 +64,13 @@ class NotRouted(RuntimeError):
     """No queue is bound for the message's routing key (an interactive job not running here)."""
 
 
-@dataclass(frozen=True)
-class QueueStats:
-    messages: int
-    consumers: int
+class MalformedJob(ValueError):
+    """A delivery on a job queue that is not a job runbox can read."""
+
+
+__all__ = [
+    "Broker", "BrokerUnavailable", "Delivery", "MalformedJob", "NotRouted", "QueueFull", "QueueStats", "StreamReader",
+]
 
 
 class Names:
@@ -66,9 +80,12 @@ class Names:
         self.prefix = prefix
         self.events = f"{prefix}.events"
         self.dead = f"{prefix}.jobs.dead"
-        # Executors consume this never-published classic queue to announce themselves:
-        # a quorum queue's consumer count can lag after a consumer dies abruptly.
-        self.presence = f"{prefix}.executors"
+        # Executors consume this never-published queue to announce themselves. A transient
+        # classic queue: when the node holding it dies, RabbitMQ deletes it and cancels its
+        # consumers, each executor declares it again on its own node and consumes anew, and the
+        # count is right again within a reconnection. (A quorum queue would keep counting the
+        # lost node's consumers, as "suspected down", until that node came back.)
+        self.presence = f"{prefix}.presence"
         self.stdin = f"{prefix}.stdin"
         self.callbacks = f"{prefix}.callbacks"
 
@@ -94,9 +111,8 @@ class Broker:
         self.names = Names(settings.amqp_prefix)
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
-        self._stats_channel: AbstractChannel | None = None
-        self._declared: set[str] = set()
         self._connected = asyncio.Event()
+        self.probe = QueueProbe(settings.amqp_urls, f"runbox-{role}-stats", ttl_s=settings.stats_ttl_s)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def connect(self, attempts: int | None = None) -> None:
@@ -106,11 +122,11 @@ class Broker:
         while True:
             tried += 1
             try:
-                connection = await aio_pika.connect_robust(
-                    self.settings.amqp_url, timeout=5, client_properties={"connection_name": f"runbox-{self.role}"}
+                connection = await connect_robust(
+                    self.settings.amqp_urls, name=f"runbox-{self.role}", reconnect_s=self.settings.amqp_reconnect_s
                 )
                 break
-            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            except (TimeoutError, OSError, RuntimeError, aiormq.exceptions.AMQPError) as exc:
                 if attempts is not None and tried >= attempts:
                     raise BrokerUnavailable(f"cannot connect to RabbitMQ: {exc}") from exc
                 log.warning("broker connect failed, retrying", extra={"error": str(exc), "in_s": delay})
@@ -150,6 +166,8 @@ class Broker:
         await self._connected.wait()
 
     async def close(self) -> None:
+        """Close the connection and the statistics probe's."""
+        await self.probe.close()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
@@ -162,9 +180,28 @@ class Broker:
         return self._publish_channel
 
     # --- topology ------------------------------------------------------------------------------
+    def quorum_arguments(self) -> dict[str, Any]:
+        """A quorum queue, replicated over ``amqp_quorum_size`` nodes when that is set."""
+        arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+        if self.settings.amqp_quorum_size:
+            arguments["x-quorum-initial-group-size"] = self.settings.amqp_quorum_size
+        return arguments
+
+    def stream_arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "x-queue-type": "stream",
+            "x-max-age": self.settings.events_max_age,
+            "x-stream-max-segment-size-bytes": 8_000_000,
+            # A size bound beside the age: a flood of output cannot fill the broker's disk.
+            "x-max-length-bytes": self.settings.events_max_mb * 1024 * 1024,
+        }
+        if self.settings.amqp_quorum_size:
+            arguments["x-initial-cluster-size"] = self.settings.amqp_quorum_size
+        return arguments
+
     def job_queue_arguments(self) -> dict[str, Any]:
         return {
-            "x-queue-type": "quorum",
+            **self.quorum_arguments(),
             "x-delivery-limit": self.settings.delivery_limit,
             "x-max-length": self.settings.queue_max_length,
             "x-overflow": "reject-publish",
@@ -174,26 +211,14 @@ class Broker:
         }
 
     async def declare_topology(self, channel: AbstractChannel) -> None:
-        await channel.declare_queue(self.names.presence, durable=True, arguments={"x-queue-type": "classic"})
-        await channel.declare_queue(
-            self.names.dead, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await channel.declare_queue(
-            self.names.events,
-            durable=True,
-            arguments={
-                "x-queue-type": "stream",
-                "x-max-age": self.settings.events_max_age,
-                # A size bound beside the age: a flood of output cannot fill the broker's disk.
-                "x-max-length-bytes": self.settings.events_max_mb * 1024 * 1024,
-                "x-stream-max-segment-size-bytes": 8_000_000,
-            },
-        )
+        await self.declare_presence(channel)
+        await channel.declare_queue(self.names.dead, durable=True, arguments=self.quorum_arguments())
+        await channel.declare_queue(self.names.events, durable=True, arguments=self.stream_arguments())
         await self.declare_callbacks(channel)
         await self.declare_stdin(channel)
 
     async def declare_callbacks(self, channel: AbstractChannel) -> AbstractQueue:
-        return await channel.declare_queue(self.names.callbacks, durable=True, arguments={"x-queue-type": "quorum"})
+        return await channel.declare_queue(self.names.callbacks, durable=True, arguments=self.quorum_arguments())
 
     async def declare_callback_delays(self, channel: AbstractChannel, delays: tuple[float, ...]) -> None:
         """One queue per wait: a single queue with per-message expiry would hold a short wait
@@ -213,6 +238,9 @@ class Broker:
     async def declare_stdin(self, channel: AbstractChannel) -> aio_pika.abc.AbstractExchange:
         return await channel.declare_exchange(self.names.stdin, aio_pika.ExchangeType.DIRECT, durable=True)
 
+    async def declare_presence(self, channel: AbstractChannel) -> AbstractQueue:
+        return await channel.declare_queue(self.names.presence, durable=False, arguments={"x-queue-type": "classic"})
+
     async def declare_jobs(self, language: str, channel: AbstractChannel | None = None) -> AbstractQueue:
         channel = channel or self._require()
         return await channel.declare_queue(
@@ -220,13 +248,9 @@ class Broker:
         )
 
     async def executors(self) -> int:
-        """How many executors are connected and consuming, from the presence queue.
-
-        RabbitMQ leaves consumers on the asking connection out of a passive declare's count,
-        so an executor in this very process is added by the caller.
-        """
-        stats = await self._passive(self.names.presence)
-        return stats.consumers
+        """How many executors are consuming, anywhere (this process's own included), from the presence queue."""
+        stats = await self.probe.stats([self.names.presence])
+        return stats[self.names.presence].consumers
 
     async def announce(self) -> Consumer:
         """Consume the presence queue for as long as this executor's connection lives."""
@@ -234,28 +258,12 @@ class Broker:
         async def never_called(message: AbstractIncomingMessage) -> None:
             await message.reject(requeue=False)
 
-        async def declare(ch: AbstractChannel) -> AbstractQueue:
-            return await ch.declare_queue(self.names.presence, durable=True, arguments={"x-queue-type": "classic"})
+        return await self._consume(self.names.presence, 1, never_called, self.declare_presence)
 
-        return await self.consume(self.names.presence, 1, never_called, declare)
-
-    async def queue_stats(self, language: str) -> QueueStats:
-        """Backlog and consumer count of a language's queue (a passive declare)."""
-        return await self._passive(self.names.jobs(language))
-
-    async def _passive(self, name: str) -> QueueStats:
-        self._require()
-        assert self._connection is not None
-        # A passive declare of a missing queue closes its channel: keep that off the publisher's.
-        if self._stats_channel is None or self._stats_channel.is_closed:
-            self._stats_channel = await self._connection.channel(publisher_confirms=False)
-        try:
-            queue = await self._stats_channel.declare_queue(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            self._stats_channel = None
-            return QueueStats(0, 0)
-        result = queue.declaration_result
-        return QueueStats(result.message_count or 0, result.consumer_count or 0)
+    async def queue_stats(self, languages: list[str]) -> dict[str, QueueStats]:
+        """Backlog and consumer count of each language's queue, as RabbitMQ says now (or within the TTL)."""
+        stats = await self.probe.stats([self.names.jobs(lang) for lang in languages])
+        return {lang: stats[self.names.jobs(lang)] for lang in languages}
 
     # --- publishing ----------------------------------------------------------------------------
     async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
@@ -290,6 +298,19 @@ class Broker:
             ),
             self.names.jobs(job.language),
         )
+
+    async def publish_event(self, event: Event) -> None:
+        """Append one event to the event stream and wait for RabbitMQ's confirm."""
+        await self._publish(
+            aio_pika.Message(
+                event.encode(),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                content_type="application/json",
+                headers={"job": event.job},
+            ),
+            self.names.events,
+        )
+        self.metrics.events_published.labels(self.role).inc()
 
     async def publish_callback(self, task: bytes, queue: str | None = None) -> None:
         """Store a callback delivery (in the callbacks queue, or a delay queue) once confirmed."""
@@ -330,21 +351,8 @@ class Broker:
             await channel.set_qos(prefetch_count=prefetch)
         return channel
 
-    async def publish_event(self, event: Event) -> None:
-        """Append one event to the event stream and wait for RabbitMQ's confirm."""
-        await self._publish(
-            aio_pika.Message(
-                event.encode(),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                content_type="application/json",
-                headers={"job": event.job},
-            ),
-            self.names.events,
-        )
-        self.metrics.events_published.labels(self.role).inc()
-
     # --- consuming ----------------------------------------------------------------------------
-    async def consume(
+    async def _consume(
         self,
         queue_name: str,
         prefetch: int,
@@ -360,20 +368,19 @@ class Broker:
         tag = await queue.consume(callback, no_ack=False)
         return Consumer(channel, queue, tag, queue_name)
 
-    async def consume_jobs(
-        self, language: str, prefetch: int, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
-    ) -> Consumer:
-        return await self.consume(
-            self.names.jobs(language), prefetch, callback, lambda ch: self.declare_jobs(language, ch)
+    async def consume_jobs(self, language: str, prefetch: int, handler: DeliveryHandler) -> Consumer:
+        """Hand each job of ``language`` to ``handler`` as a :class:`Delivery`; at most ``prefetch`` unsettled."""
+        return await self._consume(
+            self.names.jobs(language), prefetch, _adapt(handler), lambda ch: self.declare_jobs(language, ch)
         )
 
-    async def consume_dead(
-        self, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
-    ) -> Consumer:
-        async def declare(ch: AbstractChannel) -> AbstractQueue:
-            return await ch.declare_queue(self.names.dead, durable=True, arguments={"x-queue-type": "quorum"})
+    async def consume_dead(self, handler: DeliveryHandler) -> Consumer:
+        """Hand each dead-lettered job to ``handler`` as a :class:`Delivery`."""
 
-        return await self.consume(self.names.dead, 4, callback, declare)
+        async def declare(ch: AbstractChannel) -> AbstractQueue:
+            return await ch.declare_queue(self.names.dead, durable=True, arguments=self.quorum_arguments())
+
+        return await self._consume(self.names.dead, 4, _adapt(handler), declare)
 
 
 @dataclass
@@ -391,6 +398,70 @@ class Consumer:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.channel.close()
+
+
+class Delivery:
+    """One delivery of a job: its body, its attempt number and the three ways to settle it.
+
+    Settling never raises: when the channel the delivery came on is gone (a reconnection),
+    RabbitMQ has already put the job back, and the failed settle is only logged. This is the
+    executor's whole view of RabbitMQ; tests build it around a fake settle function.
+    """
+
+    def __init__(self, body: bytes, attempt: int, settle: Callable[[str], Awaitable[None]]) -> None:
+        self.body = body
+        self.attempt = attempt
+        self._settle = settle
+        self.settled = ""
+
+    def job(self) -> Job:
+        """The decoded job; :class:`MalformedJob` when the body is not one."""
+        try:
+            return Job.decode(self.body)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedJob(f"not a job: {exc!r}") from exc
+
+    async def ack(self) -> bool:
+        """Done with: RabbitMQ forgets the job."""
+        return await self._do("ack")
+
+    async def requeue(self) -> bool:
+        """Back to its queue for another attempt (counted towards the delivery limit)."""
+        return await self._do("requeue")
+
+    async def reject(self) -> bool:
+        """Never again: straight to the dead-letter queue."""
+        return await self._do("reject")
+
+    async def _do(self, how: str) -> bool:
+        if self.settled:
+            return False
+        self.settled = how
+        try:
+            await self._settle(how)
+        except Exception as exc:  # the channel is gone; RabbitMQ redelivers what stays unacked
+            log.warning("could not settle a delivery; RabbitMQ will redeliver it",
+                        extra={"how": how, "error": repr(exc)})
+            return False
+        return True
+
+
+DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+
+
+def _adapt(handler: DeliveryHandler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    """Wrap an aio-pika message into a :class:`Delivery` for ``handler``."""
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        async def settle(how: str) -> None:
+            if how == "ack":
+                await message.ack()
+            else:
+                await message.nack(requeue=how == "requeue")
+
+        await handler(Delivery(message.body, delivery_attempt(message), settle))
+
+    return on_message
 
 
 def delivery_attempt(message: AbstractIncomingMessage) -> int:
@@ -423,7 +494,7 @@ class StreamReader:
         while True:
             connection: aio_pika.abc.AbstractConnection | None = None
             try:
-                connection = await aio_pika.connect(self.settings.amqp_url, timeout=5)
+                connection = await connect_plain(self.settings.amqp_urls, name="runbox-events", timeout=5)
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=prefetch)
                 queue = await channel.declare_queue(self.names.events, passive=True)

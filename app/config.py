@@ -11,9 +11,10 @@ import dataclasses
 import hashlib
 import ipaddress
 import os
+import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 
@@ -50,8 +51,12 @@ class Settings:
     port: int = 8080
     public_url: str = ""
 
+    # One URL, or one per node of a RabbitMQ cluster separated by commas (failover in order).
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     amqp_prefix: str = "runbox"
+    amqp_reconnect_s: float = 1.0  # pause between reconnection rounds (each round tries every node)
+    amqp_quorum_size: int = 0  # replicas of each queue and the stream; 0: RabbitMQ's default (all nodes)
+    stats_ttl_s: float = 1.0  # queue figures and executor counts are at most this old
     publish_timeout_s: float = 5.0
     delivery_limit: int = 3
     queue_max_length: int = 1000
@@ -63,7 +68,8 @@ class Settings:
     docker_url: str = "unix:///var/run/docker.sock"
     runtime: str = "runc"
     runtime_overrides: tuple[str, ...] = ()  # "language=runtime" pairs
-    executor_name: str = ""
+    executor_name: str = ""  # empty: unique per process (host, pid, random); set it for a stable identity
+    engine_check_s: float = 2.0  # how often an executor checks its Docker engine and runtimes
     pool_min: int = 1
     pool_size: int = 5
     pool_max: int = 8
@@ -111,6 +117,15 @@ class Settings:
     log_level: str = "INFO"
     fault_crash_marker: str = ""  # tests only: an executor exits when a job's source holds it
 
+    # Derived once per process, never read from the environment.
+    executor_id: str = field(init=False, compare=False, repr=False, default="")
+
+    def __post_init__(self) -> None:
+        # Two executors on one host must never share a name: an executor removes the
+        # sandboxes labelled with its own name (a crashed predecessor's) when it starts.
+        name = self.executor_name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        object.__setattr__(self, "executor_id", name)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``RUNBOX_*`` variable, converting and checking its type."""
@@ -118,6 +133,8 @@ class Settings:
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
             name = "RUNBOX_" + f.name.upper()
             if name not in env:
                 continue
@@ -153,6 +170,11 @@ class Settings:
             raise ConfigError("pool sizes must satisfy 0 <= RUNBOX_POOL_MIN <= RUNBOX_POOL_SIZE <= RUNBOX_POOL_MAX")
         if self.delivery_limit < 1:
             raise ConfigError("RUNBOX_DELIVERY_LIMIT must be at least 1")
+        for url in self.amqp_urls or ("",):
+            if not url.startswith(("amqp://", "amqps://")):
+                raise ConfigError(f"RUNBOX_AMQP_URL entries must be amqp:// or amqps:// URLs, not {url!r}")
+        if self.amqp_quorum_size < 0:
+            raise ConfigError("RUNBOX_AMQP_QUORUM_SIZE must be 0 (RabbitMQ's default) or a replica count")
         self.tier_table()
         self.key_table()
         self.callback_delays()
@@ -172,9 +194,9 @@ class Settings:
 
     # --- derived views ---------------------------------------------------------------------
     @property
-    def executor_id(self) -> str:
-        """Stable name of this executor; a restarted executor removes its predecessor's containers."""
-        return self.executor_name or socket.gethostname()
+    def amqp_urls(self) -> tuple[str, ...]:
+        """Every RabbitMQ node to try, in order."""
+        return _split(self.amqp_url)
 
     @property
     def events_max_age_s(self) -> float:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 
@@ -20,6 +22,7 @@ from app.config import Settings
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "runbox"
 RUNTIMES = ("runc", "runsc")
+ROLES = ("broker", "gateway", "executor", "monitoring")
 
 # The RUNBOX_* variables the app reads (app/config.py is the one source of their names).
 APP_ENV_NAMES = frozenset("RUNBOX_" + f.name.upper() for f in dataclasses.fields(Settings))
@@ -41,12 +44,69 @@ MANAGED_ENV_NAMES = frozenset(
         "RUNBOX_REQUIRE_KEYS",
         "RUNBOX_API_KEYS",
         "RUNBOX_LOG_LEVEL",
+        "RUNBOX_AMQP_QUORUM_SIZE",
     }
 )
 
 
 class InfraConfigError(ValueError):
     """A stack setting is malformed; the message names the ``runbox:`` key to fix."""
+
+
+@dataclass(frozen=True)
+class DockerHost:
+    """One Docker engine of a many-host stack (an entry of ``runbox:dockerHosts``).
+
+    ``url`` is how Pulumi reaches its engine (``ssh://deploy@10.0.0.5`` or
+    ``tcp://10.0.0.5:2376``); ``address`` is where the other hosts reach what it publishes,
+    by default the URL's host part.
+    """
+
+    name: str
+    url: str
+    roles: tuple[str, ...]
+    address: str
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+def parse_docker_hosts(raw: Any) -> tuple[DockerHost, ...]:
+    """``runbox:dockerHosts``: a JSON list of ``{"name", "url", "roles"}`` (``address`` optional)."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise InfraConfigError("runbox:dockerHosts must be a JSON list of {name, url, roles}") from exc
+    if not isinstance(raw, list) or not raw:
+        raise InfraConfigError("runbox:dockerHosts must be a non-empty JSON list of {name, url, roles}")
+    hosts: list[DockerHost] = []
+    for entry in raw:
+        if not isinstance(entry, dict) or not {"name", "url", "roles"} <= set(entry):
+            raise InfraConfigError(f"runbox:dockerHosts entry {entry!r} needs name, url and roles")
+        name, url, roles = entry["name"], entry["url"], entry["roles"]
+        if not isinstance(name, str) or not name.replace("-", "").isalnum():
+            raise InfraConfigError(f"runbox:dockerHosts name {name!r} may hold only letters, digits and '-'")
+        if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
+            raise InfraConfigError(f"runbox:dockerHosts {name}: roles must be a list among {', '.join(ROLES)}")
+        if not isinstance(url, str) or "://" not in url:
+            raise InfraConfigError(f"runbox:dockerHosts {name}: url must be like ssh://user@host or tcp://host:2376")
+        address = entry.get("address") or urlsplit(url).hostname or ""
+        if not address:
+            raise InfraConfigError(f"runbox:dockerHosts {name}: give an address the other hosts can reach")
+        hosts.append(DockerHost(name, url, tuple(dict.fromkeys(roles)), str(address)))
+    names = [h.name for h in hosts]
+    if len(set(names)) != len(names):
+        raise InfraConfigError("runbox:dockerHosts names must be unique")
+    for role in ("broker", "gateway", "executor"):
+        if not any(h.has(role) for h in hosts):
+            raise InfraConfigError(f"runbox:dockerHosts has no host with the {role} role")
+    if sum(h.has("monitoring") for h in hosts) > 1:
+        raise InfraConfigError("runbox:dockerHosts: at most one host has the monitoring role")
+    return tuple(hosts)
+
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -90,6 +150,14 @@ class InfraConfig:
     executor_env: dict[str, str] = field(default_factory=dict)
 
     log_level: str = "INFO"
+
+    # many hosts: empty means one host, the engine Pulumi's default provider reaches
+    docker_hosts: tuple[DockerHost, ...] = ()
+    broker_tls_ca: pulumi.Output[str] | None = None  # PEM; secrets, required with docker_hosts
+    broker_tls_cert: pulumi.Output[str] | None = None
+    broker_tls_key: pulumi.Output[str] | None = None
+    erlang_cookie: pulumi.Output[str] | None = None  # shared by the broker nodes of a cluster
+    executor_metrics_port: int = 9180  # many hosts: executor i on a host publishes metrics on port + i
 
     # monitoring
     monitoring: bool = True
@@ -186,6 +254,12 @@ def load(config: pulumi.Config | None = None) -> InfraConfig:
         docker_gid=c.get_int("dockerGid"),
         executor_env=_env(c, "executorEnv"),
         log_level=c.get("logLevel") or InfraConfig.log_level,
+        docker_hosts=parse_docker_hosts(c.get("dockerHosts")) if c.get("dockerHosts") else (),
+        broker_tls_ca=c.get_secret("brokerTlsCa"),
+        broker_tls_cert=c.get_secret("brokerTlsCert"),
+        broker_tls_key=c.get_secret("brokerTlsKey"),
+        erlang_cookie=c.get_secret("erlangCookie"),
+        executor_metrics_port=_int(c, "executorMetricsPort", InfraConfig.executor_metrics_port),
         monitoring=monitoring,
         prometheus_image=c.get("prometheusImage") or InfraConfig.prometheus_image,
         grafana_image=c.get("grafanaImage") or InfraConfig.grafana_image,
@@ -231,3 +305,29 @@ def validate(cfg: InfraConfig) -> None:
         raise InfraConfigError(f"published host ports overlap: {sorted(ports)}")
     if not cfg.prefix.replace("-", "").replace("_", "").isalnum():
         raise InfraConfigError("runbox:prefix may hold only letters, digits, '-' and '_'")
+    if cfg.docker_hosts:
+        validate_hosts(cfg)
+
+
+def validate_hosts(cfg: InfraConfig) -> None:
+    """A many-host stack: RabbitMQ crosses hosts only over TLS, and every host runs the same image bits."""
+    for key, value in (("brokerTlsCa", cfg.broker_tls_ca), ("brokerTlsCert", cfg.broker_tls_cert),
+                       ("brokerTlsKey", cfg.broker_tls_key)):
+        if value is None:
+            raise InfraConfigError(
+                f"runbox:{key} is required with runbox:dockerHosts (RabbitMQ crosses hosts over TLS)"
+            )
+    if sum(h.has("broker") for h in cfg.docker_hosts) > 1 and cfg.erlang_cookie is None:
+        raise InfraConfigError("runbox:erlangCookie (a secret) is required when several hosts have the broker role")
+    if cfg.monitoring and not any(h.has("monitoring") for h in cfg.docker_hosts):
+        raise InfraConfigError("runbox:dockerHosts needs a host with the monitoring role (or runbox:monitoring false)")
+    pulled = [("brokerImage", cfg.broker_image)]
+    if not cfg.build_images:
+        pulled.append(("appImage", cfg.app_image))
+    if cfg.monitoring:
+        pulled += [("prometheusImage", cfg.prometheus_image), ("grafanaImage", cfg.grafana_image)]
+    for key, image in pulled:
+        if not DIGEST.search(image):
+            raise InfraConfigError(
+                f"runbox:{key} must be pinned by digest (name@sha256:...) on many hosts, so each runs the same bits"
+            )

@@ -43,6 +43,11 @@ class ExecutorArgs:
     sandbox_hash: str = ""  # sandbox images digest label: new images restart the warm pools
     labels: Mapping[str, str] = field(default_factory=dict)
     depends_on: Sequence[pulumi.Resource] = ()  # the broker and the sandbox images
+    # Many hosts: a network with a route to the brokers on other hosts, and metrics published
+    # on ``publish_ip`` (executor i on ``metrics_port + i``) for a Prometheus on another host.
+    extra_networks: Sequence[pulumi.Input[str]] = ()
+    metrics_port: int | None = None
+    publish_ip: str = ""
 
 
 class Executor(pulumi.ComponentResource):
@@ -88,6 +93,12 @@ class Executor(pulumi.ComponentResource):
                 },
                 {"RUNBOX_AMQP_URL": args.amqp_url},
             )
+            ports: list[docker.ContainerPortArgs] = []
+            target = f"{docker_name}:{APP_PORT}"
+            if args.metrics_port is not None:
+                ports.append(docker.ContainerPortArgs(internal=APP_PORT, external=args.metrics_port + i,
+                                                      ip=args.publish_ip))
+                target = f"{args.publish_ip}:{args.metrics_port + i}"
             self.containers.append(
                 docker.Container(
                     child_name,
@@ -98,7 +109,11 @@ class Executor(pulumi.ComponentResource):
                     volumes=[
                         docker.ContainerVolumeArgs(host_path=args.docker_socket, container_path=SOCKET_IN_CONTAINER)
                     ],
-                    networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network, aliases=["executor"])],
+                    ports=ports,
+                    networks_advanced=[
+                        docker.ContainerNetworksAdvancedArgs(name=args.network, aliases=["executor"]),
+                        *(docker.ContainerNetworksAdvancedArgs(name=n) for n in args.extra_networks),
+                    ],
                     labels=docker_labels({**labels, "runbox.runtime": runtime}),
                     **identity,
                     **hardening(),
@@ -107,5 +122,5 @@ class Executor(pulumi.ComponentResource):
             )
             self.names.append(docker_name)
             self.runtimes.append(runtime)
-            self.metrics_targets.append(f"{docker_name}:{APP_PORT}")
+            self.metrics_targets.append(target)
         self.register_outputs({"names": self.names, "runtimes": self.runtimes, "metrics_targets": self.metrics_targets})

@@ -34,6 +34,7 @@ class GatewayArgs:
     image_hash: str = ""  # label: a rebuilt image replaces the containers even under the same tag
     labels: Mapping[str, str] = field(default_factory=dict)
     depends_on: Sequence[pulumi.Resource] = ()
+    metrics_address: str | None = None  # many hosts: scrape at this host address, on the published port
 
 
 class Gateway(pulumi.ComponentResource):
@@ -91,5 +92,7 @@ class Gateway(pulumi.ComponentResource):
             )
             self.names.append(docker_name)
             self.urls.append(f"http://{args.public_host}:{host_port}")
-            self.metrics_targets.append(f"{docker_name}:{APP_PORT}")
+            self.metrics_targets.append(
+                f"{args.metrics_address}:{host_port}" if args.metrics_address else f"{docker_name}:{APP_PORT}"
+            )
         self.register_outputs({"names": self.names, "urls": self.urls, "metrics_targets": self.metrics_targets})

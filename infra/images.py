@@ -90,6 +90,8 @@ class ImagesArgs:
     sandbox_context: Path = ROOT / "sandbox_images"
     root: Path = ROOT
     build: bool = True  # False: pull app_image and every sandbox image from their registries
+    sandboxes: bool = True  # False: only the app image (a host without executors)
+    by_digest: bool = False  # containers refer to the app image by its content id, not its tag
     app_build_args: Mapping[str, str] = field(default_factory=dict)
     platform: str | None = None
 
@@ -113,7 +115,7 @@ class Images(pulumi.ComponentResource):
         self.sandbox_hash = context_hash(args.sandbox_context, ["agent", *(s.language for s in wanted)])
 
         self.sandboxes = {}
-        for sandbox in wanted:
+        for sandbox in wanted if args.sandboxes else []:
             resource_name = f"{name}-sandbox-{sandbox.language}"
             if args.build:
                 self.sandboxes[sandbox.language] = docker.Image(
@@ -147,6 +149,13 @@ class Images(pulumi.ComponentResource):
                 opts=child,
             )
             self.app_ref = self.app.image_name
+            if args.by_digest:
+                # The built image's content id: every container of this host runs exactly these bits.
+                built = docker.RemoteImage(
+                    f"{name}-app-id", name=args.app_image, keep_locally=True,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.app]),
+                )
+                self.app_ref = built.image_id
         else:
             self.app = docker.RemoteImage(f"{name}-app", name=args.app_image, keep_locally=True, opts=child)
             self.app_ref = self.app.image_id

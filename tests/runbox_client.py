@@ -119,7 +119,7 @@ def delete_prefixes(prefixes: set[str], url: str = "amqp://guest:guest@127.0.0.1
         async with connection:
             for prefix in prefixes:
                 names = [f"{prefix}.jobs.{n}" for n in Registry.load().names()]
-                names += [f"{prefix}.jobs.dead", f"{prefix}.events", f"{prefix}.executors", f"{prefix}.callbacks"]
+                names += [f"{prefix}.jobs.dead", f"{prefix}.events", f"{prefix}.presence", f"{prefix}.callbacks"]
                 names += [f"{prefix}.callbacks.delay.{ms}" for ms in CALLBACK_DELAYS_MS]
                 for name in names:
                     channel = await connection.channel()

@@ -34,6 +34,7 @@ class Registered:
     typ: str
     name: str
     inputs: dict[str, Any]
+    provider: str = ""  # "urn::id" of the provider that manages it; empty: the default provider
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -43,7 +44,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources: list[Registered] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(Registered(args.typ, args.name, dict(args.inputs)))
+        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider or ""))
         state = dict(args.inputs)
         if args.typ == "docker:index/remoteImage:RemoteImage":
             state["imageId"] = f"sha256:{args.name}"
@@ -175,7 +176,7 @@ def mounts_socket(container: Registered) -> bool:
 
 
 def uploads(container: Registered) -> dict[str, str]:
-    return {u["file"]: u.get("content", "") for u in container.inputs.get("uploads") or []}
+    return {u["file"]: unwrap(u.get("content", "")) for u in unwrap(container.inputs.get("uploads")) or []}
 
 
 def scrape_targets(prometheus: Registered) -> set[str]:
@@ -470,12 +471,15 @@ def test_prometheus_scrapes_every_gateway_and_executor(program: Program) -> None
     (prometheus,) = program.role("prometheus")
     config = yaml.safe_load(uploads(prometheus)[PROMETHEUS_CONFIG])
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"gateway", "executor", "prometheus"}  # "elsewhere" is not in the stack
+    assert set(jobs) == {"gateway", "executor", "rabbitmq", "prometheus"}  # "elsewhere" is not in the stack
     for role in ("gateway", "executor"):
         expected = [f"{c.inputs['name']}:{env(c)['RUNBOX_PORT']}" for c in program.role(role)]
         assert sorted(jobs[role]["static_configs"][0]["targets"]) == sorted(expected)
         assert "dns_sd_configs" not in jobs[role]
-    assert len(scrape_targets(prometheus)) == 5
+    (broker,) = program.role("broker")
+    assert jobs["rabbitmq"]["static_configs"][0]["targets"] == [f"{broker.inputs['name']}:15692"]
+    assert "rabbitmq_prometheus" in uploads(broker)["/etc/rabbitmq/enabled_plugins"]
+    assert len(scrape_targets(prometheus)) == 6
     # the repo's settings for each job, and its job names (alerts select on them), are kept
     assert jobs["gateway"]["metrics_path"] == "/metrics"
     assert jobs["executor"]["scrape_interval"] == "10s"
@@ -499,10 +503,11 @@ def test_app_containers_answer_to_the_service_names_of_dns_discovery(program: Pr
 def test_prometheus_follows_the_scaling() -> None:
     scaled = run_program({"runbox:gatewayCount": "1", "runbox:executorCount": "4"})
     (prometheus,) = scaled.role("prometheus")
+    (broker,) = scaled.role("broker")
     assert scrape_targets(prometheus) == {
         f"{c.inputs['name']}:8080" for c in scaled.role("gateway") + scaled.role("executor")
-    }
-    assert len(scrape_targets(prometheus)) == 5
+    } | {f"{broker.inputs['name']}:15692"}
+    assert len(scrape_targets(prometheus)) == 6
 
 
 def test_the_rendered_repo_config_passes_promtool(tmp_path: Path) -> None:
@@ -555,6 +560,7 @@ def test_the_repo_monitoring_files_render(program: Program) -> None:
         "runbox-test-gateway-0:8080",
         "runbox-test-gateway-1:8080",
         "runbox-test-executor-0:8080",
+        "runbox-test-broker:15692",
     }
     (grafana,) = default.role("grafana")
     repo_dashboards = (
@@ -667,3 +673,168 @@ def test_extra_settings_pass_through_to_their_role() -> None:
     for executor in extra.role("executor"):
         assert env(executor)["RUNBOX_POOL_SIZE"] == "3"
         assert env(executor)["RUNBOX_MAX_RUNNING"] == "4"
+
+
+# --- many hosts -------------------------------------------------------------------------------------
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\nAAAA\n-----END CERTIFICATE-----\n"
+DIGEST = "@sha256:" + "ab" * 32
+THREE_HOSTS = [
+    {"name": "h1", "url": "ssh://deploy@10.0.0.1", "roles": ["broker", "gateway", "monitoring"]},
+    {"name": "h2", "url": "ssh://deploy@10.0.0.2", "roles": ["broker", "executor"]},
+    {"name": "h3", "url": "tcp://10.0.0.3:2376", "roles": ["broker", "executor", "gateway"]},
+]
+MANY = {
+    "runbox:dockerHosts": json.dumps(THREE_HOSTS),
+    "runbox:brokerTlsCa": CA_PEM,
+    "runbox:brokerTlsCert": "-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n",
+    "runbox:brokerTlsKey": "-----BEGIN PRIVATE KEY-----\nkey-must-stay-secret\n-----END PRIVATE KEY-----\n",
+    "runbox:erlangCookie": "cookie-must-stay-secret",
+    "runbox:brokerImage": "rabbitmq:3.13-management" + DIGEST,
+    "runbox:prometheusImage": "prom/prometheus:v2.53.2" + DIGEST,
+    "runbox:grafanaImage": "grafana/grafana:11.2.0" + DIGEST,
+    "runbox:gatewayCount": "3",
+    "runbox:executorCount": "4",
+    "runbox:executorRuntimes": '["runsc", "runc", "runc", "runc"]',
+}
+MANY_SECRETS = ("runbox:brokerTlsKey", "runbox:brokerTlsCert", "runbox:brokerTlsCa", "runbox:erlangCookie")
+
+
+def run_many(extra: dict[str, str] | None = None) -> Program:
+    original = SECRETS.copy()
+    SECRETS.update({k: MANY[k] for k in MANY_SECRETS})
+    try:
+        return run_program({**{k: v for k, v in MANY.items() if k not in MANY_SECRETS}, **(extra or {})})
+    finally:
+        SECRETS.clear()
+        SECRETS.update(original)
+
+
+@pytest.fixture(scope="module")
+def three_hosts() -> Program:
+    return run_many()
+
+
+def host_of(program: Program, resource: Registered) -> str:
+    """The dockerHosts name of the provider that manages ``resource``."""
+    providers = {f"urn:pulumi:test::runbox::runbox:hosts:Hosts$pulumi:providers:docker::hosts-{h['name']}": h["name"]
+                 for h in THREE_HOSTS}
+    urn = resource.provider.split("::" + resource.provider.rsplit("::", 1)[-1])[0] if resource.provider else ""
+    return providers.get(urn, "")
+
+
+def test_one_explicit_provider_per_host(three_hosts: Program) -> None:
+    providers = three_hosts.of_type("pulumi:providers:docker")
+    assert sorted(p.inputs["host"] for p in providers) == sorted(h["url"] for h in THREE_HOSTS)
+    docker_resources = [r for r in three_hosts.resources if r.typ.startswith("docker:")]
+    assert docker_resources and all(host_of(three_hosts, r) for r in docker_resources), (
+        "every Docker object is made through its host's provider, never the default one"
+    )
+
+
+def test_each_role_lands_on_the_hosts_that_carry_it(three_hosts: Program) -> None:
+    def hosts(role: str) -> list[str]:
+        return sorted(host_of(three_hosts, c) for c in three_hosts.role(role))
+
+    assert hosts("broker") == ["h1", "h2", "h3"]
+    assert hosts("gateway") == ["h1", "h1", "h3"]
+    assert hosts("executor") == ["h2", "h2", "h3", "h3"], "executors spread evenly over the executor hosts"
+    assert hosts("prometheus") == ["h1"] and hosts("grafana") == ["h1"]
+    names = [c.inputs["name"] for c in three_hosts.role("executor")]
+    assert len(set(names)) == 4 and all(env(c)["RUNBOX_EXECUTOR_NAME"] == c.inputs["name"]
+                                         for c in three_hosts.role("executor"))
+    sandbox_images = [r for r in three_hosts.of_type("docker:index/image:Image") if "-sandbox-" in r.name]
+    assert {host_of(three_hosts, r) for r in sandbox_images} == {"h2", "h3"}, "sandbox images only where executors run"
+
+
+def test_brokers_cluster_over_tls_with_their_own_credentials(three_hosts: Program) -> None:
+    brokers = three_hosts.role("broker")
+    for broker in brokers:
+        files = uploads(broker)
+        conf = files["/etc/rabbitmq/conf.d/90-runbox.conf"]
+        assert "listeners.tcp = none" in conf and "listeners.ssl.default = 5671" in conf
+        assert sorted(line.split(" = ")[1] for line in conf.splitlines() if "classic_config.nodes" in line) == [
+            f"rabbit@runbox-test-{h}-broker" for h in ("h1", "h2", "h3")
+        ]
+        assert is_secret_value(broker.inputs["uploads"]), "the TLS key is uploaded as a secret"
+        assert "key-must-stay-secret" in files["/etc/rabbitmq/tls/key.pem"]
+        address = {"h1": "10.0.0.1", "h2": "10.0.0.2", "h3": "10.0.0.3"}[host_of(three_hosts, broker)]
+        published = {(int(p["internal"]), p["ip"]) for p in broker.inputs["ports"]}
+        assert {(5671, address), (15692, address), (25672, address), (4369, address)} <= published
+        assert 5672 not in {int(p["internal"]) for p in broker.inputs["ports"]}, "no plain AMQP across hosts"
+        assert {h["host"] for h in broker.inputs["hosts"]} == {
+            f"runbox-test-{h}-broker" for h in ("h1", "h2", "h3")} - {broker.inputs["name"]}
+        broker_env = env(broker)
+        assert broker_env["RABBITMQ_DEFAULT_USER"] == "runbox"
+        assert broker_env["RABBITMQ_DEFAULT_PASS"] == BROKER_PASSWORD
+        assert "-setcookie cookie-must-stay-secret" in broker_env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+        assert is_secret_value(broker.inputs["envs"])
+    for role in ("gateway", "executor"):
+        for container in three_hosts.role(role):
+            assert is_secret_value(container.inputs["envs"])
+            urls = env(container)["RUNBOX_AMQP_URL"].split(",")
+            assert [u.split("@")[1].split("/")[0] for u in urls] == ["10.0.0.1:5671", "10.0.0.2:5671", "10.0.0.3:5671"]
+            assert all(u.startswith(f"amqps://runbox:{BROKER_PASSWORD}@") and "cadata=" in u for u in urls)
+            assert env(container)["RUNBOX_AMQP_QUORUM_SIZE"] == "3"
+
+
+@pytest.mark.parametrize("secret", ["key-must-stay-secret", "cookie-must-stay-secret", BROKER_PASSWORD])
+def test_many_host_secrets_stay_secret(three_hosts: Program, secret: str) -> None:
+    for resource in three_hosts.resources:
+        assert not any(secret in s for s in plain_strings(resource.inputs)), resource.name
+
+
+def test_gvisor_is_checked_on_every_executor_host_that_uses_it(three_hosts: Program) -> None:
+    checks = three_hosts.role("runtime-check")
+    assert [host_of(three_hosts, c) for c in checks] == ["h2"], "h2 runs the runsc executor; h3 only runc"
+    (check,) = checks
+    assert check.inputs["runtime"] == "runsc" and check.inputs["attach"] is True
+    assert check.inputs["networkMode"] == "none"
+    everywhere = run_many({"runbox:runtime": "runsc", "runbox:executorRuntimes": "[]"})
+    assert sorted(host_of(everywhere, c) for c in everywhere.role("runtime-check")) == ["h2", "h3"]
+    assert {env(c)["RUNBOX_RUNTIME"] for c in everywhere.role("executor")} == {"runsc"}
+
+
+def test_app_containers_run_their_image_by_content_id(three_hosts: Program) -> None:
+    for role in ("gateway", "executor", "runtime-check"):
+        for container in three_hosts.role(role):
+            assert str(container.inputs["image"]).startswith("sha256:"), (role, container.inputs["image"])
+    for role in ("broker", "prometheus", "grafana"):
+        for container in three_hosts.role(role):
+            assert str(container.inputs["image"]).startswith("sha256:")
+    pinned = [r.inputs["name"] for r in three_hosts.of_type("docker:index/remoteImage:RemoteImage")
+              if "broker" in r.name or "prometheus" in r.name or "grafana" in r.name]
+    assert pinned and all(DIGEST in name for name in pinned)
+
+
+def test_prometheus_scrapes_every_host(three_hosts: Program) -> None:
+    (prometheus,) = three_hosts.role("prometheus")
+    config = yaml.safe_load(uploads(prometheus)[PROMETHEUS_CONFIG])
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert sorted(jobs["rabbitmq"]) == ["10.0.0.1:15692", "10.0.0.2:15692", "10.0.0.3:15692"]
+    assert sorted(jobs["executor"]) == ["10.0.0.2:9180", "10.0.0.2:9181", "10.0.0.3:9180", "10.0.0.3:9181"]
+    assert sorted(jobs["gateway"]) == ["10.0.0.1:8080", "10.0.0.1:8081", "10.0.0.3:8080"]
+    for executor in three_hosts.role("executor"):
+        assert all(p["ip"] != "0.0.0.0" for p in executor.inputs["ports"]), "metrics only on the host's address"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"runbox:dockerHosts": "not json"}, "JSON list"),
+        ({"runbox:dockerHosts": json.dumps([{"name": "a", "url": "ssh://a", "roles": ["chef"]}])}, "roles"),
+        ({"runbox:dockerHosts": json.dumps([{"name": "a", "url": "ssh://a", "roles": ["broker", "gateway"]}])},
+         "executor role"),
+        ({"runbox:dockerHosts": json.dumps([*THREE_HOSTS, THREE_HOSTS[0]])}, "unique"),
+        ({"runbox:brokerImage": "rabbitmq:3.13-management"}, "pinned by digest"),
+        ({"runbox:buildImages": "false", "runbox:appImage": "example/runbox:1.0"}, "pinned by digest"),
+    ],
+)
+def test_bad_host_settings_are_refused(extra: dict[str, str], message: str) -> None:
+    with pytest.raises(Exception, match=message):
+        run_many(extra)
+
+
+def test_tls_is_required_across_hosts() -> None:
+    config = {k: v for k, v in MANY.items() if k not in MANY_SECRETS}
+    with pytest.raises(Exception, match="brokerTlsCa"):
+        run_program(config)

@@ -6,6 +6,11 @@ the job the agent scrubs the container and it returns to the pool, unless it has
 removed and a fresh one is warmed in the background. The target adapts: a pool with demand
 grows toward its maximum, one left idle for ``SHRINK_AFTER_S`` shrinks to its minimum, and
 all pools together stay within the executor's memory budget.
+
+Warming never gives up: whatever a start raises (the engine down, a missing image or runtime),
+the pool gives the memory back, waits with exponential backoff (at most ``RETRY_MAX_S``) and
+tries again, for as long as the process lives; :meth:`Pool.wake` (called when the engine
+comes back) cuts the wait short.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import docker
 
 from app.config import Settings
+from app.executor.engine import ENGINE_ERRORS, OWNER_LABEL, owner_label
 from app.executor.sandbox import Sandbox, SandboxError, container_memory_mb, container_options
 from app.languages import Language, Limits
 from app.metrics import Metrics
@@ -31,6 +37,12 @@ SHRINK_AFTER_S = 120.0
 HEALTH_INTERVAL_S = 5.0
 WARMING_PER_POOL = 2
 CONCURRENT_STARTS = 4  # container starts in flight per executor; more only queue up in dockerd
+RETRY_MAX_S = 10.0  # longest pause between warming attempts while starts fail
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed starts in a row: 0.5, 1, 2, ... up to ``RETRY_MAX_S``."""
+    return min(RETRY_MAX_S, 0.5 * 2.0 ** min(max(failures, 1) - 1, 10))
 
 
 class Budget:
@@ -98,6 +110,7 @@ class Pool:
         self.warming = 0
         self.waiters = 0
         self._failures = 0
+        self._retry_at = 0.0
         self._last_demand = time.monotonic()
         self._peak_busy = 0
         self._yield_until = 0.0
@@ -133,13 +146,16 @@ class Pool:
 
     # --- warming -----------------------------------------------------------------------------
     def _options(self, limits: Limits) -> dict[str, object]:
-        return container_options(
+        options = container_options(
             self.language,
             limits,
             runtime=self.runtime,
             executor_id=self.settings.executor_id,
             cpus=self.settings.sandbox_cpus,
         )
+        # Host and pid of this process: lets a successor on the host remove what it leaves behind.
+        options["labels"] = {**options["labels"], OWNER_LABEL: owner_label()}
+        return options
 
     async def _new_sandbox(self, limits: Limits) -> Sandbox:
         sandbox = Sandbox(self.client, self.language, limits, self._options(limits))
@@ -157,17 +173,26 @@ class Pool:
         try:
             async with self.budget.starts:
                 sandbox = await self._new_sandbox(self.limits)
-        except SandboxError as exc:
+        except Exception as exc:  # any failure only delays the next attempt
             self._failures += 1
+            self._retry_at = time.monotonic() + retry_delay(self._failures)
             self.budget.give(self.memory_mb)
-            log.error("warming failed", extra={"language": self.language.name, "error": str(exc)})
-            await asyncio.sleep(min(30.0, 0.5 * 2 ** min(self._failures, 6)))
+            log.error(
+                "warming failed; will retry",
+                extra={"language": self.language.name, "error": repr(exc)[:500], "failures": self._failures,
+                       "in_s": retry_delay(self._failures)},
+            )
             return
         finally:
             self.warming -= 1
             self._wakeup.set()
         self._failures = 0
         await self._offer(sandbox)
+
+    def wake(self) -> None:
+        """Retry warming now (the engine is back), instead of after the current backoff."""
+        self._retry_at = 0.0
+        self._wakeup.set()
 
     async def _offer(self, sandbox: Sandbox) -> None:
         async with self._available:
@@ -194,35 +219,45 @@ class Pool:
             self.target = min(self.target, max(self.minimum, len(self.idle) + self.busy))
 
     async def _maintain(self) -> None:
-        """Keep idle + warming at the target; replace dead containers; shrink when idle."""
+        """Keep idle + warming at the target; replace dead containers; shrink when idle. Never ends early."""
         last_health = time.monotonic()
         while not self._closing:
-            self._adapt()
-            if self._failures == 0 or self.warming == 0:
-                want = min(self.target, self.maximum - self.busy) - len(self.idle) - self.warming
-                want = max(want, self.waiters - self.warming)
-                # A few at a time per pool, so that at start every language gets its first
-                # containers early instead of one language taking the engine for seconds.
-                want = min(want, max(WARMING_PER_POOL, self.waiters) - self.warming)
-                for _ in range(max(0, want)):
-                    if not self.budget.take(self.memory_mb, self):
-                        if self.waiters:
-                            self.budget.reclaim(self)
-                        break
-                    self.warming += 1
-                    self._spawn(self._warm_one())
-            while len(self.idle) > self.target and self.waiters == 0:
-                self._spawn(self._remove(self.idle.popleft()))
-            if time.monotonic() - last_health > HEALTH_INTERVAL_S:
-                last_health = time.monotonic()
-                for sandbox in [s for s in self.idle if not s.alive]:
-                    self.idle.remove(sandbox)
-                    self.metrics.container_events.labels(self.language.name, "failed").inc()
-                    self._spawn(self._remove(sandbox))
-            self._report()
-            self._wakeup.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+            try:
+                last_health = await self._maintain_once(last_health)
+            except Exception:  # a bug here must not leave the language without containers for good
+                log.exception("pool maintenance failed; continuing", extra={"language": self.language.name})
+                await asyncio.sleep(1.0)
+
+    async def _maintain_once(self, last_health: float) -> float:
+        """One round of maintenance; returns when the last health check ran."""
+        self._adapt()
+        # After failures, one start at a time probes the engine, once the backoff has passed.
+        if time.monotonic() >= self._retry_at and (self._failures == 0 or self.warming == 0):
+            want = min(self.target, self.maximum - self.busy) - len(self.idle) - self.warming
+            want = max(want, self.waiters - self.warming)
+            # A few at a time per pool, so that at start every language gets its first
+            # containers early instead of one language taking the engine for seconds.
+            want = min(want, max(WARMING_PER_POOL, self.waiters) - self.warming)
+            for _ in range(max(0, want)):
+                if not self.budget.take(self.memory_mb, self):
+                    if self.waiters:
+                        self.budget.reclaim(self)
+                    break
+                self.warming += 1
+                self._spawn(self._warm_one())
+        while len(self.idle) > self.target and self.waiters == 0:
+            self._spawn(self._remove(self.idle.popleft()))
+        if time.monotonic() - last_health > HEALTH_INTERVAL_S:
+            last_health = time.monotonic()
+            for sandbox in [s for s in self.idle if not s.alive]:
+                self.idle.remove(sandbox)
+                self.metrics.container_events.labels(self.language.name, "failed").inc()
+                self._spawn(self._remove(sandbox))
+        self._report()
+        self._wakeup.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+        return last_health
 
     def shed_one(self) -> bool:
         """Remove one idle container to free memory for another pool."""
@@ -292,7 +327,8 @@ class Pool:
         await self._remove(sandbox)
 
     async def _remove(self, sandbox: Sandbox) -> None:
-        await sandbox.destroy()
+        with contextlib.suppress(*ENGINE_ERRORS):  # the budget must come back even if the engine is gone
+            await sandbox.destroy()
         if self.fits(sandbox.limits):
             self.budget.give(self.memory_mb)
         self.metrics.container_events.labels(self.language.name, "removed").inc()

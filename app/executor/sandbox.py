@@ -21,6 +21,7 @@ import docker
 import docker.errors
 from docker.types import LogConfig, Ulimit
 
+from app.executor.engine import ENGINE_ERRORS
 from app.languages import Language, Limits
 
 log = logging.getLogger(__name__)
@@ -331,7 +332,7 @@ class Sandbox:
             return False
         try:
             await asyncio.to_thread(self.container.reload)
-        except docker.errors.DockerException:
+        except ENGINE_ERRORS:
             return False
         return bool(self.container.attrs.get("State", {}).get("OOMKilled"))
 
@@ -340,7 +341,7 @@ class Sandbox:
             with contextlib.suppress(Exception):
                 self._writer.close()
         if self.container is not None:
-            with contextlib.suppress(docker.errors.DockerException):
+            with contextlib.suppress(*ENGINE_ERRORS):
                 await asyncio.to_thread(self.container.remove, force=True)
         if self._pump is not None:
             self._pump.cancel()

@@ -6,31 +6,37 @@ own queue and consumer whose prefetch equals its pool's maximum, so a backlog wa
 in RabbitMQ, never in this process; run slots are handed out round-robin between
 languages, so a flood in one language does not starve the others.
 
-Ack or nack is decided in one place, :meth:`Executor._handle`: a job is acked only after its
-terminal event is confirmed by RabbitMQ. A system failure (the sandbox broke) returns the
-job to its queue for another attempt; after the delivery limit RabbitMQ dead-letters it and
-:meth:`Executor._dead_letter` ends it ``failed``. A program's own crash is a result, never
-retried.
+Ack or nack is decided in one place, :func:`verdict`, applied by :meth:`Executor._settle`
+for every delivery whatever happened to it: a job is acked only after its terminal event is
+confirmed by RabbitMQ. Any failure of the system (the Docker engine, the sandbox, RabbitMQ,
+or a bug) returns the job to its queue for another attempt; after the delivery limit
+RabbitMQ dead-letters it and :meth:`Executor._dead_letter` ends it ``failed``. A delivery
+that is not a job is rejected straight to the dead letters. A program's own crash is a
+result, never retried. The broker hands over a :class:`~app.broker.Delivery`; no aio-pika
+type appears here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import time
 from collections import OrderedDict, deque
 from typing import Any
 
+import aiormq
 import docker
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import AMQPException
 
-from app.broker import Broker, BrokerUnavailable, Consumer, delivery_attempt
+from app.broker import Broker, BrokerUnavailable, Consumer, Delivery, MalformedJob
 from app.callbacks import CallbackTask
 from app.config import Settings
+from app.executor.engine import ENGINE_ERRORS, EngineWatch, remove_orphans
 from app.executor.pool import Budget, Pool
-from app.executor.sandbox import Sandbox, SandboxError, agent_job, remove_leftovers
+from app.executor.sandbox import Sandbox, SandboxError, agent_job
 from app.interactive import StdinRouter
 from app.judging import Judgement
 from app.languages import Language, Registry
@@ -85,6 +91,40 @@ class FairSlots:
         self.used -= 1
 
 
+class Verdict(enum.Enum):
+    """How a delivery is settled."""
+
+    ACK = "ack"  # done: the terminal event is confirmed
+    REQUEUE = "requeue"  # the system failed: another attempt (bounded by the delivery limit)
+    REJECT = "reject"  # never runnable: straight to the dead letters
+
+
+def failure_kind(error: BaseException) -> str:
+    """What failed, for the log: the sandbox, the Docker engine, RabbitMQ, the message, or runbox itself."""
+    if isinstance(error, MalformedJob):
+        return "message"
+    if isinstance(error, SandboxError):
+        return "sandbox"
+    if isinstance(error, (BrokerUnavailable, aiormq.exceptions.AMQPError, AMQPException)):
+        return "broker"
+    if isinstance(error, ENGINE_ERRORS):
+        return "engine"
+    return "bug"
+
+
+def verdict(error: BaseException | None) -> Verdict:
+    """The one decision: ack a finished job, reject a malformed one, requeue after any failure.
+
+    Requeueing even an unexpected error is safe: RabbitMQ counts deliveries, so a job that
+    keeps failing is dead-lettered after ``RUNBOX_DELIVERY_LIMIT`` and ends ``failed``.
+    """
+    if error is None:
+        return Verdict.ACK
+    if isinstance(error, MalformedJob):
+        return Verdict.REJECT
+    return Verdict.REQUEUE
+
+
 class JobRun:
     """Publishes one attempt's events in order, confirming them together before the result."""
 
@@ -125,12 +165,25 @@ async def publish_callback(broker: Broker, job: Job) -> None:
 class Executor:
     """Consumes every language's queue and the dead-letter queue."""
 
-    def __init__(self, settings: Settings, registry: Registry, broker: Broker, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        broker: Broker,
+        metrics: Metrics,
+        client: docker.DockerClient | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.broker = broker
         self.metrics = metrics
-        self.client = docker.DockerClient(base_url=settings.docker_url, timeout=60, max_pool_size=32)
+        # version pinned: "auto" would ask the engine at construction, which may be down.
+        self.client = client or docker.DockerClient(
+            base_url=settings.docker_url, version="1.41", timeout=60, max_pool_size=32
+        )
+        self.engine = EngineWatch(
+            self.client, {settings.runtime_for(lang.name) for lang in registry}, settings.engine_check_s
+        )
         self.budget = Budget(settings.memory_budget)
         self.pools: dict[str, Pool] = {}
         self.slots = FairSlots(settings.running_slots)
@@ -141,14 +194,23 @@ class Executor:
         self.consuming = False
 
     async def start(self) -> None:
-        removed = await asyncio.to_thread(remove_leftovers, self.client, self.settings.executor_id)
-        if removed:
-            log.info("removed leftover sandboxes", extra={"count": removed})
+        """Clean up after dead predecessors, start the pools, then consume every language's queue."""
+        await self.engine.check()
+        if self.engine.problem is None:
+            try:
+                removed = await asyncio.to_thread(remove_orphans, self.client, self.settings.executor_id)
+            except ENGINE_ERRORS as exc:  # only housekeeping: never a reason not to start
+                log.warning("could not look for leftover sandboxes", extra={"error": repr(exc)})
+            else:
+                if removed:
+                    log.info("removed leftover sandboxes", extra={"count": removed})
         self.metrics.executor_slots.set(self.slots.capacity)
         for language in self.registry:
             pool = Pool(language, self.settings, self.client, self.metrics, self.budget)
             self.pools[language.name] = pool
+            self.engine.on_recovery(pool.wake)
             pool.start()
+        self.engine.start()
         await self.broker.wait_connected()
         await self.stdin.start()
         for language in self.registry:
@@ -160,12 +222,29 @@ class Executor:
         self.consumers.append(await self.broker.consume_dead(self._dead_letter))
         self.consumers.append(await self.broker.announce())
         self.consuming = True
-        log.info("executor consuming", extra={"languages": self.registry.names(), "slots": self.slots.capacity})
+        log.info(
+            "executor consuming",
+            extra={"languages": self.registry.names(), "slots": self.slots.capacity,
+                   "executor": self.settings.executor_id},
+        )
+
+    def unready(self) -> tuple[str, str] | None:
+        """None when this executor can run jobs now; else a (code, reason) for ``/readyz``."""
+        if self.engine.problem is not None:
+            code = "runtime_missing" if "no runtime" in self.engine.problem else "engine_unavailable"
+            return code, f"Executor {self.settings.executor_id}: {self.engine.problem}."
+        if not self.consuming:
+            return "starting", f"Executor {self.settings.executor_id} is not consuming jobs yet."
+        cold = sorted(name for name, pool in self.pools.items() if not pool.warm())
+        if cold:
+            return "warming", f"The executor is still warming its sandbox pools ({', '.join(cold)})."
+        return None
 
     @property
     def ready(self) -> bool:
-        """Consuming, and every language has a warm container (or is busy)."""
-        return self.consuming and all(pool.warm() for pool in self.pools.values())
+        """Consuming, the engine usable, and every language has a warm container (or is busy)."""
+        return self.unready() is None
+
 
     async def drain(self, timeout: float) -> None:
         """Stop taking jobs, let running ones finish (or hand them back), remove every container."""
@@ -182,37 +261,66 @@ class Executor:
             await consumer.close()
         await self.stdin.close()
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
-        await asyncio.to_thread(remove_leftovers, self.client, self.settings.executor_id)
+        await self.engine.stop()
+        with contextlib.suppress(*ENGINE_ERRORS):
+            await asyncio.to_thread(remove_orphans, self.client, self.settings.executor_id)
         self.client.close()
 
     # --- deliveries ----------------------------------------------------------------------------
     def _on_delivery(self, language: Language):  # type: ignore[no-untyped-def]
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_delivery(delivery: Delivery) -> None:
             if self._draining:
-                with contextlib.suppress(Exception):
-                    await message.nack(requeue=True)
+                await delivery.requeue()
                 return
-            task = asyncio.create_task(self._handle(language, message))
+            task = asyncio.create_task(self._handle(language, delivery))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        return on_message
+        return on_delivery
 
-    async def _handle(self, language: Language, message: AbstractIncomingMessage) -> None:
-        """Run one delivery and decide its ack: the only place that acks or nacks a job."""
+    async def _handle(self, language: Language, delivery: Delivery) -> None:
+        """Run one delivery, then settle it: whatever happens ends in :meth:`_settle`."""
+        run: JobRun | None = None
         try:
-            job = Job.decode(message.body)
-        except (ValueError, KeyError, TypeError):
-            log.error("undecodable job dropped to the dead-letter queue")
-            await message.reject(requeue=False)
+            job = delivery.job()
+            run = JobRun(self.broker, job, delivery.attempt)
+            state = await self._process(language, job, run)
+        except asyncio.CancelledError:
+            # Draining ran out of time, or the loop is closing: someone else runs it.
+            await asyncio.shield(self._settle(delivery, run, asyncio.CancelledError()))
+            raise
+        except Exception as exc:  # every failure is decided by verdict(), none kills the task silently
+            await self._settle(delivery, run, exc)
             return
-        attempt = delivery_attempt(message)
-        if attempt > 1:
-            self.metrics.redeliveries.labels(language.name).inc()
+        if await self._settle(delivery, run, None):
+            self._count(language, state)
+
+    async def _settle(self, delivery: Delivery, run: JobRun | None, error: BaseException | None) -> bool:
+        """Apply :func:`verdict` to a delivery: the only place a job is acked or nacked."""
+        decision = verdict(error)
+        if error is not None:
+            job_id = run.job.id if run is not None else None
+            log.error(
+                "job not finished; %s",
+                "returned to its queue" if decision is Verdict.REQUEUE else "rejected to the dead letters",
+                extra={"job": job_id, "attempt": delivery.attempt, "failure": failure_kind(error),
+                       "error": repr(error)[:500]},
+            )
+            if run is not None:
+                run.abandon()
+        if decision is Verdict.ACK:
+            return await delivery.ack()
+        if decision is Verdict.REJECT:
+            return await delivery.reject()
+        return await delivery.requeue()
+
+    async def _process(self, language: Language, job: Job, run: JobRun) -> dict[str, Any]:
+        """Wait for a run slot and a warm container, run the job, and confirm its terminal event."""
         name = language.name
+        if run.attempt > 1:
+            self.metrics.redeliveries.labels(name).inc()
         self.metrics.executor_waiting.labels(name).inc()
         waiting = True
-        run = JobRun(self.broker, job, attempt)
         try:
             await self.slots.acquire(name)
             try:
@@ -227,27 +335,10 @@ class Executor:
             finally:
                 self.slots.release()
             await run.finish(state)
-            await message.ack()
-            self._count(language, state)
-        except SandboxError as exc:
-            log.error("sandbox failed; job returned to its queue", extra={"job": job.id, "error": str(exc)})
-            run.abandon()
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
-        except (BrokerUnavailable, ConnectionError) as exc:
-            # The delivery is bound to a channel that may be gone; RabbitMQ redelivers it.
-            log.error("could not report a job; it will be redelivered", extra={"job": job.id, "error": str(exc)})
-            run.abandon()
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
-        except asyncio.CancelledError:
-            run.abandon()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(message.nack(requeue=True))
-            raise
         finally:
             if waiting:
                 self.metrics.executor_waiting.labels(name).dec()
+        return state
 
     async def _run(self, language: Language, job: Job, run: JobRun, sandbox: Sandbox) -> dict[str, Any]:
         """Drive the sandbox through the job; return the terminal state to publish."""
@@ -337,11 +428,19 @@ class Executor:
                         result["truncated"] = msg["truncated"]
                     reusable = status != "failed"
         except SandboxError:
-            if await sandbox.oom_killed():
+            if await self._oom_killed(sandbox):
                 result["limit"], result["error"] = "memory", None
                 return "memory_exceeded", False
             raise
         return status, reusable
+
+    @staticmethod
+    async def _oom_killed(sandbox: Sandbox) -> bool:
+        """Whether the memory cgroup killed the container; False when the engine cannot say."""
+        try:
+            return await sandbox.oom_killed()
+        except Exception:  # the job is retried elsewhere either way
+            return False
 
     def _count(self, language: Language, state: dict[str, Any]) -> None:
         self.metrics.jobs_finished.labels(language.name, state["status"]).inc()
@@ -352,12 +451,12 @@ class Executor:
             if cut and result.limit != "output":
                 self.metrics.limit_hits.labels(language.name, "output").inc()
 
-    async def _dead_letter(self, message: AbstractIncomingMessage) -> None:
+    async def _dead_letter(self, delivery: Delivery) -> None:
         """A job RabbitMQ gave up on after the delivery limit: end it ``failed`` for its client."""
         try:
-            job = Job.decode(message.body)
-        except (ValueError, KeyError, TypeError):
-            await message.ack()
+            job = delivery.job()
+        except MalformedJob:
+            await delivery.ack()  # nothing to tell anyone about
             return
         attempts = self.settings.delivery_limit + 1
         state = failed_state(
@@ -365,16 +464,13 @@ class Executor:
             f"the job was attempted {attempts} times and the system failed to run it each time "
             "(an executor crashed or its sandbox broke); it was not retried again",
         )
+        run = JobRun(self.broker, job, 0)
         try:
-            await asyncio.gather(
-                self.broker.publish_event(Event(job=job.id, name="result", data=state, attempt=0, n=1)),
-                publish_callback(self.broker, job),
-            )
-        except BrokerUnavailable:
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+            await run.finish(state)
+        except Exception as exc:  # RabbitMQ failed: the dead letter stays and comes back
+            await self._settle(delivery, run, exc)
             return
-        await message.ack()
-        self.metrics.dead_letters.labels(job.language).inc()
-        self.metrics.jobs_finished.labels(job.language, "failed").inc()
-        log.error("job dead-lettered", extra={"job": job.id, "language": job.language})
+        if await self._settle(delivery, run, None):
+            self.metrics.dead_letters.labels(job.language).inc()
+            self.metrics.jobs_finished.labels(job.language, "failed").inc()
+            log.error("job dead-lettered", extra={"job": job.id, "language": job.language})

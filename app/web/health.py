@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,34 +22,24 @@ from app.config import Settings
 from app.web.errors import ApiError
 
 bp = Blueprint("health", __name__)
-STATS_TTL_S = 1.0
 
 
 async def queue_stats() -> dict[str, QueueStats]:
-    """Backlog and consumers per language, cached briefly so scrapes and probes stay cheap."""
+    """Backlog and consumers per language as RabbitMQ reports them (the broker caches them ``stats_ttl_s``)."""
     ext = current_app.extensions
-    cached = ext.get("runbox.queue_stats")
-    if cached and time.monotonic() - cached[0] < STATS_TTL_S:
-        stats: dict[str, QueueStats] = cached[1]
-        return stats
     broker: Broker = ext["runbox.broker"]
-    names = ext["runbox.registry"].names()
-    results = await asyncio.gather(*(broker.queue_stats(n) for n in names))
-    stats = dict(zip(names, results, strict=True))
+    stats = await broker.queue_stats(ext["runbox.registry"].names())
     metrics = ext["runbox.metrics"]
     for name, stat in stats.items():
         metrics.queue_depth.labels(name).set(stat.messages)
         metrics.queue_consumers.labels(name).set(stat.consumers)
-    ext["runbox.queue_stats"] = (time.monotonic(), stats)
     return stats
 
 
 async def count_executors() -> int:
-    """Executors consuming anywhere, this process's own included."""
+    """Executors consuming anywhere, this process's own included (each consumes the presence queue once)."""
     broker: Broker = current_app.extensions["runbox.broker"]
-    executor = current_app.extensions.get("runbox.executor")
-    local = 1 if executor is not None and executor.consuming else 0
-    count = await broker.executors() + local
+    count = await broker.executors()
     current_app.extensions["runbox.metrics"].executors.set(count)
     return count
 
@@ -65,9 +54,11 @@ async def readyz() -> Any:
     broker: Broker = current_app.extensions["runbox.broker"]
     if not broker.connected:
         return _unready("broker_unavailable", "RabbitMQ is not reachable.")
-    executor = current_app.extensions.get("runbox.executor")
-    if "executor" in current_app.extensions["runbox.settings"].roles and (executor is None or not executor.ready):
-        return _unready("warming", "The executor is still warming its sandbox pools.")
+    if "executor" in current_app.extensions["runbox.settings"].roles:
+        executor = current_app.extensions.get("runbox.executor")
+        problem = ("starting", "The executor is starting.") if executor is None else executor.unready()
+        if problem is not None:
+            return _unready(*problem)
     try:
         executors = await asyncio.wait_for(count_executors(), 3)
         stats = await asyncio.wait_for(queue_stats(), 3)

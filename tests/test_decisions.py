@@ -1,0 +1,340 @@
+"""Unit tests (no RabbitMQ, no Docker): every failure on the job path ends in an ack or a nack.
+
+Given an executor with a fake broker and fake pools, when each kind of exception the Docker
+SDK, requests, RabbitMQ or the sandbox can raise is injected at the point it happens, then
+the delivery is settled exactly once (requeued, or rejected when it is not a job) and the
+sandbox, when one was taken, goes back to its pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika.exceptions
+import aiormq.exceptions
+import docker.errors
+import pytest
+import requests.exceptions
+from aio_pika.robust_connection import RobustConnection
+
+from app.__main__ import listen
+from app.amqp import FailoverConnection
+from app.broker import BrokerUnavailable, Delivery
+from app.config import Settings
+from app.executor.engine import EngineWatch, engine_problem
+from app.executor.pool import RETRY_MAX_S, retry_delay
+from app.executor.sandbox import SandboxError
+from app.executor.scheduler import Executor, Verdict, verdict
+from app.languages import Registry
+from app.messages import Job, new_job_id
+from app.metrics import Metrics
+
+ENGINE_FAILURES: list[BaseException] = [
+    requests.exceptions.ConnectionError("engine socket refused"),  # not the built-in ConnectionError
+    requests.exceptions.ReadTimeout("engine too slow"),
+    requests.exceptions.ChunkedEncodingError("engine went away mid-answer"),
+    docker.errors.APIError("500 Server Error"),
+    docker.errors.NotFound("no such container"),
+    docker.errors.DockerException("Error while fetching server API version"),
+    ConnectionResetError(errno.ECONNRESET, "reset"),
+    FileNotFoundError(errno.ENOENT, "/var/run/docker.sock"),
+]
+BROKER_FAILURES: list[BaseException] = [
+    BrokerUnavailable("RabbitMQ did not confirm"),
+    aiormq.exceptions.ChannelInvalidStateError("channel closed"),
+    aiormq.exceptions.ConnectionClosed(320, "CONNECTION_FORCED"),
+    aio_pika.exceptions.ChannelClosed(406, "PRECONDITION_FAILED"),
+    TimeoutError(),
+]
+SANDBOX_FAILURES: list[BaseException] = [SandboxError("the sandbox container exited during the job")]
+BUGS: list[BaseException] = [RuntimeError("bug"), KeyError("status"), AttributeError("nope")]
+EVERY_FAILURE = ENGINE_FAILURES + BROKER_FAILURES + SANDBOX_FAILURES + BUGS
+
+
+class FakeDelivery:
+    """Records how a delivery was settled; optionally the settle itself fails (channel gone)."""
+
+    def __init__(self, job: Job | None, settle_fails: bool = False) -> None:
+        self.how: list[str] = []
+
+        async def settle(how: str) -> None:
+            self.how.append(how)
+            if settle_fails:
+                raise aiormq.exceptions.ChannelInvalidStateError("channel is closed")
+
+        body = job.encode() if job is not None else b"\xff not json"
+        self.delivery = Delivery(body, 1, settle)
+
+
+class FakeBroker:
+    def __init__(self, fail_with: BaseException | None = None) -> None:
+        self.fail_with = fail_with
+        self.events: list[Any] = []
+
+    async def publish_event(self, event: Any) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.events.append(event)
+
+
+class FakeSandbox:
+    def __init__(self, fail_with: BaseException | None, oom_check_fails: bool = False) -> None:
+        self.fail_with = fail_with
+        self.oom_check_fails = oom_check_fails
+
+    async def run(self, payload: dict[str, Any], deadline: float) -> AsyncIterator[dict[str, Any]]:
+        yield {"t": "out", "s": "stdout", "d": "partial\n"}
+        if self.fail_with is not None:
+            raise self.fail_with
+        yield {"t": "done", "status": "completed", "exit_code": 0, "duration_ms": 5}
+
+    async def oom_killed(self) -> bool:
+        if self.oom_check_fails:
+            raise requests.exceptions.ConnectionError("engine down while checking for OOM")
+        return False
+
+
+class FakePool:
+    runtime = "runc"
+
+    def __init__(self, acquire_fails: BaseException | None = None, sandbox: FakeSandbox | None = None) -> None:
+        self.acquire_fails = acquire_fails
+        self.sandbox = sandbox or FakeSandbox(None)
+        self.released: list[bool] = []
+
+    async def acquire(self, limits: Any) -> FakeSandbox:
+        if self.acquire_fails is not None:
+            raise self.acquire_fails
+        return self.sandbox
+
+    def release(self, sandbox: Any, reusable: bool) -> None:
+        self.released.append(reusable)
+
+    def warm(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry.load(("python",), image_tag=Settings.from_env().image_tag)
+
+
+def make_executor(registry: Registry, broker: FakeBroker, pool: FakePool) -> Executor:
+    executor = Executor(Settings(languages=("python",)), registry, broker, Metrics(), client=object())  # type: ignore[arg-type]
+    executor.pools = {"python": pool}  # type: ignore[dict-item]
+    return executor
+
+
+def job() -> Job:
+    python = Registry.load(("python",)).get("python")
+    assert python is not None
+    return Job(id=new_job_id(), language="python", source="print(1)", limits=python.default_limits)
+
+
+def handle(executor: Executor, fake: FakeDelivery) -> None:
+    language = executor.registry.get("python")
+    assert language is not None
+    asyncio.run(executor._handle(language, fake.delivery))
+
+
+def test_verdicts() -> None:
+    assert verdict(None) is Verdict.ACK
+    from app.broker import MalformedJob
+
+    assert verdict(MalformedJob("x")) is Verdict.REJECT
+    for error in EVERY_FAILURE:
+        assert verdict(error) is Verdict.REQUEUE, error
+
+
+def test_a_finished_job_is_acked_after_its_result(registry: Registry) -> None:
+    broker = FakeBroker()
+    pool = FakePool()
+    fake = FakeDelivery(job())
+    handle(make_executor(registry, broker, pool), fake)
+    assert fake.how == ["ack"]
+    assert [e.name for e in broker.events][-1] == "result"
+    assert pool.released == [True]
+
+
+def test_an_undecodable_delivery_is_rejected(registry: Registry) -> None:
+    fake = FakeDelivery(None)
+    handle(make_executor(registry, FakeBroker(), FakePool()), fake)
+    assert fake.how == ["reject"]
+
+
+@pytest.mark.parametrize("error", EVERY_FAILURE, ids=lambda e: type(e).__name__)
+def test_failure_while_taking_a_container_requeues(registry: Registry, error: BaseException) -> None:
+    fake = FakeDelivery(job())
+    handle(make_executor(registry, FakeBroker(), FakePool(acquire_fails=error)), fake)
+    assert fake.how == ["requeue"]
+
+
+@pytest.mark.parametrize("error", EVERY_FAILURE, ids=lambda e: type(e).__name__)
+def test_failure_during_the_run_requeues_and_returns_the_container(registry: Registry, error: BaseException) -> None:
+    pool = FakePool(sandbox=FakeSandbox(error))
+    fake = FakeDelivery(job())
+    handle(make_executor(registry, FakeBroker(), pool), fake)
+    assert fake.how == ["requeue"]
+    assert pool.released == [False], "a container that failed mid-job is given back, never reused"
+
+
+def test_engine_gone_while_checking_for_oom_requeues(registry: Registry) -> None:
+    pool = FakePool(sandbox=FakeSandbox(SandboxError("exited"), oom_check_fails=True))
+    fake = FakeDelivery(job())
+    handle(make_executor(registry, FakeBroker(), pool), fake)
+    assert fake.how == ["requeue"]
+    assert pool.released == [False]
+
+
+@pytest.mark.parametrize("error", BROKER_FAILURES + BUGS, ids=lambda e: type(e).__name__)
+def test_failure_publishing_events_requeues(registry: Registry, error: BaseException) -> None:
+    fake = FakeDelivery(job())
+    handle(make_executor(registry, FakeBroker(fail_with=error), FakePool()), fake)
+    assert fake.how == ["requeue"]
+
+
+def test_a_failing_settle_is_contained(registry: Registry) -> None:
+    fake = FakeDelivery(job(), settle_fails=True)
+    handle(make_executor(registry, FakeBroker(), FakePool(acquire_fails=docker.errors.APIError("x"))), fake)
+    assert fake.how == ["requeue"]  # tried once, failed, logged; RabbitMQ redelivers
+
+
+def test_dead_letter_publish_failure_requeues_the_dead_letter(registry: Registry) -> None:
+    executor = make_executor(registry, FakeBroker(fail_with=BrokerUnavailable("down")), FakePool())
+    fake = FakeDelivery(job())
+    asyncio.run(executor._dead_letter(fake.delivery))
+    assert fake.how == ["requeue"]
+    ok = FakeDelivery(job())
+    broker = FakeBroker()
+    asyncio.run(make_executor(registry, broker, FakePool())._dead_letter(ok.delivery))
+    assert ok.how == ["ack"] and broker.events[0].data["status"] == "failed"
+
+
+def test_cancelled_job_is_requeued(registry: Registry) -> None:
+    class Hanging(FakePool):
+        async def acquire(self, limits: Any) -> FakeSandbox:
+            await asyncio.sleep(3600)
+            raise AssertionError
+
+    executor = make_executor(registry, FakeBroker(), Hanging())
+    fake = FakeDelivery(job())
+    language = executor.registry.get("python")
+    assert language is not None
+
+    async def scenario() -> None:
+        task = asyncio.create_task(executor._handle(language, fake.delivery))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert fake.how == ["requeue"]
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.down = False
+        self.runtimes = {"runc": {}}
+
+    def ping(self) -> bool:
+        if self.down:
+            raise requests.exceptions.ConnectionError("refused")
+        return True
+
+    def info(self) -> dict[str, Any]:
+        return {"Runtimes": self.runtimes}
+
+
+def test_engine_watch_reports_outage_missing_runtime_and_recovery() -> None:
+    engine = FakeEngine()
+    assert engine_problem(engine, ["runc"]) is None  # type: ignore[arg-type]
+    assert "no runtime runsc" in (engine_problem(engine, ["runc", "runsc"]) or "")  # type: ignore[arg-type]
+    watch = EngineWatch(engine, ["runc"], 0.1)  # type: ignore[arg-type]
+    woken: list[int] = []
+    watch.on_recovery(lambda: woken.append(1))
+
+    async def scenario() -> None:
+        assert await watch.check() is None
+        engine.down = True
+        assert "unreachable" in (await watch.check() or "")
+        engine.down = False
+        assert await watch.check() is None
+        await watch.stop()
+
+    asyncio.run(scenario())
+    assert woken == [1, 1], "listeners hear of the first success and of each recovery"
+
+
+def test_executor_unready_names_the_engine_problem(registry: Registry) -> None:
+    executor = make_executor(registry, FakeBroker(), FakePool())
+    executor.consuming = True
+    executor.engine.problem = "the Docker engine has no runtime runsc (configured by RUNBOX_RUNTIME)"
+    assert executor.unready() == ("runtime_missing", f"Executor {executor.settings.executor_id}: "
+                                  f"{executor.engine.problem}.")
+    executor.engine.problem = "the Docker engine is unreachable: ConnectionError"
+    assert executor.unready()[0] == "engine_unavailable"  # type: ignore[index]
+    executor.engine.problem = None
+    assert executor.unready() is None
+
+
+def test_warming_retries_forever_with_bounded_backoff() -> None:
+    delays = [retry_delay(n) for n in range(1, 40)]
+    assert delays[0] == 0.5 and delays == sorted(delays)
+    assert max(delays) == RETRY_MAX_S, "the pause is capped: an engine outage never ends warming"
+
+
+def test_executor_identity_unique_by_default_and_stable_when_configured() -> None:
+    assert Settings().executor_id != Settings().executor_id
+    assert socket.gethostname() in Settings().executor_id
+    assert Settings.from_env({"RUNBOX_EXECUTOR_NAME": "ex-1"}).executor_id == "ex-1"
+    assert Settings.from_env({"RUNBOX_EXECUTOR_ID": "ignored"}).executor_id != "ignored"
+
+
+def test_amqp_url_lists_every_node() -> None:
+    s = Settings.from_env({"RUNBOX_AMQP_URL": "amqp://u:p@a:5672/, amqp://u:p@b:5673/"})
+    assert s.amqp_urls == ("amqp://u:p@a:5672/", "amqp://u:p@b:5673/")
+    with pytest.raises(Exception, match="RUNBOX_AMQP_URL"):
+        Settings.from_env({"RUNBOX_AMQP_URL": "http://a"})
+
+
+def test_failover_hook_still_exists_in_aio_pika() -> None:
+    # FailoverConnection overrides aio-pika's private per-attempt transport step.
+    assert hasattr(RobustConnection, "_RobustConnection__connect_transport")
+    assert "_RobustConnection__connect_transport" in vars(FailoverConnection)
+
+
+def test_failover_tries_each_node_in_turn() -> None:
+    async def scenario() -> list[str]:
+        tried: list[str] = []
+        conn = FailoverConnection(["amqp://127.0.0.1:1/", "amqp://127.0.0.1:2/"], reconnect_interval=0.1)
+
+        async def attempt(self: Any) -> None:
+            tried.append(str(self.url))
+            if len(tried) < 3:
+                raise ConnectionRefusedError()
+
+        original = RobustConnection._RobustConnection__connect_transport  # type: ignore[attr-defined]
+        RobustConnection._RobustConnection__connect_transport = attempt  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(ConnectionRefusedError):
+                await conn._RobustConnection__connect_transport()  # type: ignore[attr-defined]
+            await conn._RobustConnection__connect_transport()  # type: ignore[attr-defined]
+        finally:
+            RobustConnection._RobustConnection__connect_transport = original  # type: ignore[attr-defined]
+        return tried
+
+    assert asyncio.run(scenario()) == ["amqp://127.0.0.1:1/", "amqp://127.0.0.1:2/", "amqp://127.0.0.1:1/"]
+
+
+def test_a_taken_port_exits_at_once_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"127.0.0.1:{port}.*already in use"):
+            listen("127.0.0.1", port)
