@@ -142,14 +142,17 @@ class JobRun:
         self._pending.append(asyncio.create_task(self.broker.publish_event(event)))
 
     async def finish(self, state: dict[str, Any]) -> None:
-        """Publish the terminal event (and the job's callback task) and wait for every confirm.
+        """Publish the terminal event (and the job's callback task) once every earlier event is confirmed.
 
-        The channel keeps the order, so the result need not wait for the earlier confirms
-        before it is sent; the job is acked only after all of them.
+        The result waits for the earlier confirms: across a reconnection (a RabbitMQ node
+        lost) an earlier event can be lost while a later publish, on the new connection,
+        succeeds; a result stored without its output would end the job for every client with
+        that output missing. Seen in tests/test_cluster.py before this wait.
         """
+        await asyncio.gather(*self._pending)
         self.n += 1
         result = Event(job=self.job.id, name="result", data=state, attempt=self.attempt, n=self.n)
-        await asyncio.gather(*self._pending, self.broker.publish_event(result), publish_callback(self.broker, self.job))
+        await asyncio.gather(self.broker.publish_event(result), publish_callback(self.broker, self.job))
 
     def abandon(self) -> None:
         for task in self._pending:
