@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.ledger import Load, wait_ready
@@ -92,3 +93,7 @@ def test_leader_node_loss_loses_no_job_and_no_event(split: tuple[list[Service], 
     summary = load.finish(gateways, f"leader loss ({', '.join(leaders)})", executors=2,
                           also_ready=executors)
     assert summary.terminal["completed"] == summary.accepted
+    # RabbitMQ's own Prometheus plugin (scraped by monitoring/prometheus.yml's rabbitmq job).
+    for port in (15701, 15702, 15703):
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert "rabbitmq_build_info" in text and "rabbitmq_connections" in text, port

@@ -1,6 +1,7 @@
 """Observability: metrics, Grafana dashboards and Prometheus alerts, checked against the real thing.
 
-Static checks: the dashboards are Grafana JSON on the fixed ``prometheus`` datasource, the
+Static checks: the dashboards are Grafana JSON whose datasource is a template variable
+(``${datasource}``, default: the provisioned ``prometheus``), so they import into any Grafana; the
 provisioning files point where the deployment mounts them, promtool accepts the rules and the
 configs and passes the alert unit tests, docs/observability.md lists every metric.
 
@@ -43,7 +44,8 @@ DASHBOARDS = ROOT / "dashboards"
 MONITORING = ROOT / "monitoring"
 DOCS = ROOT / "docs" / "observability.md"
 DASHBOARD_FILES = ("overview.json", "queues-pools.json", "abuse.json")
-DATASOURCE_UID = "prometheus"
+DATASOURCE_UID = "prometheus"  # the provisioned datasource, the variable's default
+DATASOURCE_VAR = {"type": "prometheus", "uid": "${datasource}"}
 
 # Concrete values for Grafana's template variables when a query is sent to Prometheus directly.
 RATE_INTERVAL = "1m"
@@ -158,7 +160,7 @@ def registry_labels(metrics: Metrics, family: str) -> tuple[str, ...]:
 
 
 # --- static checks ----------------------------------------------------------------------------
-def test_dashboards_are_grafana_json_on_the_fixed_datasource() -> None:
+def test_dashboards_are_grafana_json_on_a_datasource_variable() -> None:
     dashboards = load_dashboards()
     assert len({d["uid"] for d in dashboards.values()}) == len(dashboards)
     for name, dashboard in dashboards.items():
@@ -170,19 +172,22 @@ def test_dashboards_are_grafana_json_on_the_fixed_datasource() -> None:
         ids = [p["id"] for p in dashboard["panels"]]
         ids += [p["id"] for row in dashboard["panels"] for p in row.get("panels", [])]
         assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
+        (source,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+        assert source["name"] == "datasource" and source["query"] == "prometheus", name
+        assert source["current"]["value"] == DATASOURCE_UID, "defaults to the provisioned datasource"
         for variable in dashboard["templating"]["list"]:
             if variable["type"] == "query":
-                assert variable["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
+                assert variable["datasource"] == DATASOURCE_VAR
         for panel in panels(dashboard):
             where = f"{name} / {panel['title']}"
             assert {"x", "y", "w", "h"} <= set(panel["gridPos"]) and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
-            assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, where
+            assert panel["datasource"] == DATASOURCE_VAR, where
             assert panel["targets"], f"{where} has no query"
             assert panel.get("description"), f"{where} has no description"
             refs = [t["refId"] for t in panel["targets"]]
             assert len(refs) == len(set(refs)), where
             for target in panel["targets"]:
-                assert target["datasource"]["uid"] == DATASOURCE_UID, where
+                assert target["datasource"] == DATASOURCE_VAR, where
                 assert target["expr"].strip(), where
                 concrete(target["expr"])  # only known template variables
 
@@ -237,11 +242,11 @@ def test_prometheus_config_scrapes_gateways_and_executors() -> None:
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     assert config["rule_files"] == ["alerts.yml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"gateway", "executor"}
+    assert set(jobs) == {"gateway", "executor", "rabbitmq"}
     for name, job in jobs.items():
         assert job.get("metrics_path", "/metrics") == "/metrics"
         (sd,) = job["dns_sd_configs"]
-        assert sd["names"] == [name] and sd["port"] == 8080
+        assert sd["names"] == [name] and sd["port"] == (15692 if name == "rabbitmq" else 8080)
 
 
 def test_alerts_have_for_severity_and_annotations_and_unit_tests() -> None:
@@ -293,6 +298,9 @@ def prometheus_test_config(gateway_port: int, executor_port: int) -> dict[str, A
     config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(MONITORING / name) for name in config["rule_files"]]
     ports = {"gateway": gateway_port, "executor": executor_port}
+    # RabbitMQ's own metrics need its Prometheus plugin, which the machine's default node does
+    # not run; tests/test_cluster.py scrapes the cluster's nodes instead.
+    config["scrape_configs"] = [job for job in config["scrape_configs"] if job["job_name"] in ports]
     for job in config["scrape_configs"]:
         job.pop("dns_sd_configs")
         job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]
