@@ -266,16 +266,25 @@ class Broker:
         return {lang: stats[self.names.jobs(lang)] for lang in languages}
 
     # --- publishing ----------------------------------------------------------------------------
-    async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def _publish(
+        self, message: aio_pika.Message, routing_key: str, exchange: str = "", unroutable: type[Exception] | None = None
+    ) -> None:
+        """Publish with ``mandatory`` and wait for the confirm; each failure becomes one of our errors.
+
+        A returned (unroutable) message raises ``unroutable`` (default :class:`BrokerUnavailable`),
+        a queue refusing it (its length limit) :class:`QueueFull`, anything else
+        :class:`BrokerUnavailable`.
+        """
         channel = self._require()
         try:
-            await channel.default_exchange.publish(
+            target = channel.default_exchange if not exchange else await channel.get_exchange(exchange, ensure=False)
+            await target.publish(
                 message, routing_key=routing_key, mandatory=True, timeout=self.settings.publish_timeout_s
             )
+        except aio_pika.exceptions.PublishError as exc:  # a DeliveryError too: checked first
+            raise (unroutable or BrokerUnavailable)(f"{routing_key} is not routable: {exc}") from exc
         except aiormq.exceptions.DeliveryError as exc:
             raise QueueFull(f"{routing_key} refused the message") from exc
-        except aio_pika.exceptions.PublishError as exc:
-            raise BrokerUnavailable(f"{routing_key} is not routable: {exc}") from exc
         except (
             TimeoutError,
             aiormq.exceptions.AMQPError,
@@ -321,26 +330,10 @@ class Broker:
 
     async def publish_stdin(self, job_id: str, body: bytes, reply_to: str, correlation_id: str) -> None:
         """Send input to whichever executor runs ``job_id``; :class:`NotRouted` when none does."""
-        channel = self._require()
-        try:
-            exchange = await channel.get_exchange(self.names.stdin, ensure=False)
-            await exchange.publish(
-                aio_pika.Message(body, reply_to=reply_to, correlation_id=correlation_id,
-                                 content_type="application/json"),
-                routing_key=job_id,
-                mandatory=True,
-                timeout=self.settings.publish_timeout_s,
-            )
-        except aio_pika.exceptions.PublishError as exc:
-            raise NotRouted(job_id) from exc
-        except (
-            TimeoutError,
-            aiormq.exceptions.AMQPError,
-            aio_pika.exceptions.AMQPException,
-            ConnectionError,
-            RuntimeError,
-        ) as exc:
-            raise BrokerUnavailable(f"RabbitMQ did not confirm: {exc!r}") from exc
+        message = aio_pika.Message(
+            body, reply_to=reply_to, correlation_id=correlation_id, content_type="application/json"
+        )
+        await self._publish(message, job_id, exchange=self.names.stdin, unroutable=NotRouted)
 
     async def channel(self, prefetch: int = 0) -> AbstractChannel:
         """A channel of its own (for a consumer), restored with the connection."""

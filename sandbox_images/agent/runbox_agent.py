@@ -534,6 +534,17 @@ def write_files(files: list) -> str | None:
     return None
 
 
+def remove_entry(path: str, onerror=None) -> None:
+    """Remove a file, link or directory tree; failures are left for the caller's check."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=onerror is None, onerror=onerror)
+        else:
+            os.unlink(path)
+    except Exception:  # OSError, or RecursionError on a very deep tree
+        pass
+
+
 def clear_new_entries(top: str, keep: set) -> None:
     """Remove what a judged case left in ``top`` (except ``keep``), so the next case starts alike."""
     try:
@@ -541,16 +552,8 @@ def clear_new_entries(top: str, keep: set) -> None:
     except OSError:
         return
     for name in entries:
-        if name in keep:
-            continue
-        path = os.path.join(top, name)
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
-        except OSError:
-            pass
+        if name not in keep:
+            remove_entry(os.path.join(top, name))
 
 
 def run_cases(step: dict, env: dict) -> None:
@@ -653,13 +656,7 @@ def scrub() -> str | None:
             continue  # reported by the check below
         for name in entries:
             path = os.path.join(top, name)
-            try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, onerror=unlock)
-                else:
-                    os.unlink(path)
-            except Exception:
-                pass
+            remove_entry(path, unlock)
             if os.path.isdir(path) and not os.path.islink(path):
                 subprocess.run(["chmod", "-R", "u+rwx", "--", path], **quiet)
                 subprocess.run(["rm", "-rf", "--", path], **quiet)
