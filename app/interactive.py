@@ -58,7 +58,7 @@ NOT_RUNNING = StdinReply(409, "not_running", "The job is not interactive, or it 
 class InputSink(Protocol):
     """Where a running job's input goes (a sandbox)."""
 
-    async def send_stdin(self, data: str, eof: bool) -> None: ...
+    async def send_stdin(self, job_id: str, data: str, eof: bool) -> None: ...
 
 
 @dataclass
@@ -85,9 +85,11 @@ class StdinRouter:
     async def start(self) -> None:
         channel = await self.broker.channel(prefetch=64)
         await self.broker.declare_stdin(channel)
-        # Server-named, exclusive: it dies with this executor's connection, and a restored
-        # connection declares a new one and re-binds the running jobs (aio-pika's robust queue).
-        self._queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        # Exclusive: it dies with this executor's connection; a restored connection declares
+        # it again and re-binds the running jobs (aio-pika's robust queue). Named here, since
+        # a server-made "amq.gen-" name may not be declared again.
+        name = f"{self.broker.names.stdin}.executor.{self.settings.executor_id}.{secrets.token_hex(4)}"
+        self._queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         await self._queue.consume(self._on_message, no_ack=True)
         self._channel = channel
 
@@ -159,7 +161,7 @@ class StdinRouter:
         # The lock keeps pieces in arrival order while one waits for the sandbox to drain.
         async with session.lock:
             try:
-                await session.sandbox.send_stdin(data, eof)
+                await session.sandbox.send_stdin(job_id, data, eof)
             except SandboxError:
                 return NOT_RUNNING
         return StdinReply(202)
@@ -175,7 +177,8 @@ class StdinRelay:
 
     async def start(self) -> None:
         channel = await self.broker.channel()
-        self._queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        name = f"{self.broker.names.stdin}.replies.{secrets.token_hex(8)}"
+        self._queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
         await self._queue.consume(self._on_reply, no_ack=True)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:

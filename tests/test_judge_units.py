@@ -135,7 +135,8 @@ class Sink:
     def __init__(self) -> None:
         self.received: list[tuple[str, bool]] = []
 
-    async def send_stdin(self, data: str, eof: bool) -> None:
+    async def send_stdin(self, job_id: str, data: str, eof: bool) -> None:
+        assert job_id == "j"
         self.received.append((data, eof))
 
 

@@ -19,9 +19,9 @@ LANGUAGES = "python,c,bash"
 
 @pytest.fixture(scope="module")
 def stack(real_stack: None) -> Iterator[tuple[Service, Service]]:
-    """An executor and two gateways; a judged job may run 30 s in all, idle input ends after 4 s."""
+    """An executor and two gateways; a judged job may run 30 s in all, idle input ends after 8 s."""
     executor = Service(
-        roles="executor", RUNBOX_LANGUAGES=LANGUAGES, RUNBOX_JUDGE_MAX_TOTAL_S="30", RUNBOX_INTERACTIVE_IDLE_S="4"
+        roles="executor", RUNBOX_LANGUAGES=LANGUAGES, RUNBOX_JUDGE_MAX_TOTAL_S="30", RUNBOX_INTERACTIVE_IDLE_S="8"
     ).start(wait_ready=False)
     first = Service(roles="gateway", prefix=executor.prefix, RUNBOX_LANGUAGES=LANGUAGES).start()
     second = Service(roles="gateway", prefix=executor.prefix, RUNBOX_LANGUAGES=LANGUAGES).start()
@@ -192,7 +192,7 @@ def test_interactive_python_line_by_line_through_two_gateways(clients: tuple[Cli
              "    print(line[::-1], flush=True)\nprint('bye')"
     job_id = a.submit_ok({"language": "python", "source": source, "interactive": True, "stdin": "first\n"})
     answers, events = converse(b, [a, b], job_id, ["hello\n", "runbox\n", "abc\n"])
-    assert answers[:4] == ["tsrif", "olleh", "xobnur", "cba"]
+    assert answers[:4] == ["tsrif", "olleh", "xobnur", "cba"], events[-1].data
     final = events[-1].data
     assert final["status"] == "completed"
     assert final["result"]["stdout"] == "tsrif\nolleh\nxobnur\ncba\nbye\n"
@@ -212,7 +212,7 @@ def test_interactive_c_program(clients: tuple[Client, Client]) -> None:
     )
     job_id = a.submit_ok({"language": "c", "source": source, "interactive": True})
     answers, events = converse(a, [b, a], job_id, ["3\n", "12\n", "-7\n"])
-    assert answers[:3] == ["9", "144", "49"]
+    assert answers[:3] == ["9", "144", "49"], events[-1].data
     assert events[-1].data["status"] == "completed"
     assert events[-1].data["result"]["stdout"] == "9\n144\n49\ndone\n"
 

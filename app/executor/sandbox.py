@@ -39,6 +39,7 @@ GVISOR_THREADS = 4096
 TMP_MB = 64
 SHM_MB = 16
 GREETING_TIMEOUT_S = 30.0
+STDIN_WAIT_S = 5.0  # input may arrive just before the job it is for is written to the agent
 # The longest line the agent ever writes (a 1 MiB output chunk or compile log, JSON-escaped).
 MAX_AGENT_LINE = 32 * 1024 * 1024
 
@@ -178,6 +179,7 @@ class Sandbox:
         self._lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
         self._job_sent = asyncio.Event()  # set while a job is with the agent: input may follow it
+        self._job_id: str | None = None  # ...that job
 
     @property
     def short_id(self) -> str:
@@ -270,12 +272,14 @@ class Sandbox:
         if self._tokens:
             self._token = payload.get("token")
         self._writer.write(json.dumps(payload, separators=(",", ":")).encode() + b"\n")
+        self._job_id = payload.get("id")
         self._job_sent.set()
         try:
             async for message in self._messages(deadline_s):
                 yield message
         finally:
             self._job_sent.clear()
+            self._job_id = None
 
     async def _messages(self, deadline_s: float) -> AsyncIterator[dict[str, Any]]:
         assert self._writer is not None
@@ -297,13 +301,18 @@ class Sandbox:
             if message.get("t") == "done":
                 return
 
-    async def send_stdin(self, data: str, eof: bool) -> None:
-        """Append to the running interactive program's stdin (the agent queues what it cannot write yet)."""
-        # Input sent before the job itself would reach the agent while it waits for a job.
+    async def send_stdin(self, job_id: str, data: str, eof: bool) -> None:
+        """Append to job ``job_id``'s stdin (the agent queues what the program has not read yet).
+
+        Input that arrives a moment before the job itself is written waits for it; input for a
+        job that has ended is refused, so it can never reach the next job in this container.
+        """
         try:
-            await asyncio.wait_for(self._job_sent.wait(), GREETING_TIMEOUT_S)
+            await asyncio.wait_for(self._job_sent.wait(), STDIN_WAIT_S)
         except TimeoutError as exc:
-            raise SandboxError("the job did not start") from exc
+            raise SandboxError("the job is not running in this sandbox") from exc
+        if self._job_id != job_id:
+            raise SandboxError("the job is not running in this sandbox")
         if self._writer is None or self._writer.is_closing():
             raise SandboxError("the sandbox is gone")
         line = json.dumps({"t": "stdin", "d": data, "eof": eof}, separators=(",", ":"))
