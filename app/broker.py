@@ -46,6 +46,7 @@ from aio_pika.abc import (
 
 from app.amqp import QueueProbe, QueueStats, connect_plain, connect_robust
 from app.config import Settings
+from app.languages import Registry
 from app.messages import Event, Job
 from app.metrics import Metrics
 
@@ -104,10 +105,12 @@ class Broker:
     waiting, so the gateway can answer 503 at once.
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics, role: str) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, role: str, registry: Registry | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.role = role
+        # A job goes to the queue of the unit its language and version name (one per version).
+        self.registry = registry
         self.names = Names(settings.amqp_prefix)
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
@@ -303,9 +306,9 @@ class Broker:
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=job.id,
                 content_type="application/json",
-                headers={"job": job.id, "language": job.language},
+                headers={"job": job.id, "language": job.language, "version": job.version},
             ),
-            self.names.jobs(job.language),
+            self.names.jobs(self.registry.queue_key(job.language, job.version) if self.registry else job.language),
         )
 
     async def publish_event(self, event: Event) -> None:

@@ -1,8 +1,12 @@
-"""Languages as data: one JSON file per language under ``app/languages/``.
+"""Languages as data: one JSON file per runnable unit under ``app/languages/``.
 
-A language names its sandbox image, its main file, an optional compile step, the command
-that runs the program, and its default and maximum limits. Adding a language is a
-Dockerfile under ``sandbox_images/`` plus one JSON file here; no code changes.
+A unit is one version of one language: ``<key>.json`` plus ``sandbox_images/<key>/Dockerfile``
+make the image ``runbox/sandbox-<key>``, whose queue, pool and metrics are keyed by ``key``.
+Clients only ever see the language's public ``name`` and its ``versions``: ``python.json``
+(key ``python``) is Python's first, default version, and ``python-trixie.json`` (``"extends":
+"python"``, another ``version``) the next. A unit names its main file, an optional compile
+step, the command that runs the program, and its default and maximum limits. Adding a
+language or a version is a Dockerfile plus one JSON file; no code changes.
 """
 
 from __future__ import annotations
@@ -10,9 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from app import versions
 
 LANGUAGE_DIR = Path(__file__).parent / "languages"
 
@@ -69,6 +76,9 @@ class Step:
 
 @dataclass(frozen=True)
 class Language:
+    """One runnable unit: a version of a language, with its own image, queue and pool."""
+
+    key: str
     name: str
     version: str
     image: str
@@ -84,6 +94,10 @@ class Language:
     judge0_id: int = 0
     judge0_name: str = ""
     piston_name: str = ""
+    # How its image is built: sandbox_images/<dockerfile>/Dockerfile with these build arguments
+    # (BASE: the shared base it starts from); a unit that extends another reuses its Dockerfile.
+    dockerfile: str = ""
+    build_args: dict[str, str] = field(default_factory=dict)
 
     @property
     def compiled(self) -> bool:
@@ -114,11 +128,12 @@ class Language:
             values[name] = type(default)(value)
         return self.default_limits.merged(values)
 
-    def describe(self) -> dict[str, Any]:
-        """The public description served by ``GET /api/v1/languages``."""
+    def describe(self, versions: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The public description for ``GET /api/v1/languages``; ``versions``: the language's, default first."""
         return {
             "name": self.name,
             "version": self.version,
+            "versions": list(versions or (self.version,)),
             "aliases": list(self.aliases),
             "compiled": self.compiled,
             "default_limits": self.default_limits.to_dict(),
@@ -126,15 +141,30 @@ class Language:
         }
 
 
+def _read(directory: Path, key: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A unit's JSON with the one it ``extends`` filled in underneath (fields are replaced, not merged)."""
+    if key in seen:
+        raise ValueError(f"language definitions extend each other in a loop: {' -> '.join((*seen, key))}")
+    data: dict[str, Any] = json.loads((directory / f"{key}.json").read_text())
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    inherited = _read(directory, parent, (*seen, key))
+    return {**inherited, "dockerfile": inherited.get("dockerfile", parent), **data}
+
+
 def _load_one(path: Path, image_tag: str = "latest") -> Language:
-    data = json.loads(path.read_text())
-    data["image"] = data["image"].rpartition(":")[0] + ":" + image_tag
+    key = path.stem
+    data = _read(path.parent, key)
     compile_step = data.pop("compile", None)
     defaults = Limits().merged(data.pop("default_limits", {}))
     ceilings = MAX_LIMITS.merged(data.pop("max_limits", {}))
+    data.setdefault("dockerfile", key)
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return Language(
         **fields,
+        key=key,
+        image=f"runbox/sandbox-{key}:{image_tag}",
         compile=Step(argv=tuple(compile_step.pop("argv")), **compile_step) if compile_step else None,
         default_limits=defaults,
         max_limits=ceilings,
@@ -142,49 +172,81 @@ def _load_one(path: Path, image_tag: str = "latest") -> Language:
 
 
 class Registry:
-    """All languages by name and alias."""
+    """Every runnable unit, by key; every language by public name and alias, with its versions.
+
+    Iterating yields units (each with its own image, queue and pool); a language's first unit
+    is its default version: the one whose key is the language's name, else the first by key.
+    """
 
     def __init__(self, languages: list[Language]) -> None:
-        self._by_name = {lang.name: lang for lang in sorted(languages, key=lambda lang: lang.name)}
-        self._lookup: dict[str, Language] = {}
-        for lang in self._by_name.values():
-            for key in (lang.name, *lang.aliases):
-                self._lookup[key.lower()] = lang
+        self._units = {lang.key: lang for lang in sorted(languages, key=lambda lang: lang.key)}
+        self._versions: dict[str, list[Language]] = {}
+        for lang in sorted(self._units.values(), key=lambda lang: (lang.key != lang.name, lang.key)):
+            self._versions.setdefault(lang.name, []).append(lang)
+        self._lookup: dict[str, str] = {}
+        for name, units in sorted(self._versions.items()):
+            for unit in units:
+                for alias in (name, *unit.aliases):
+                    self._lookup.setdefault(alias.lower(), name)
 
     @classmethod
     def load(cls, names: tuple[str, ...] = (), directory: Path = LANGUAGE_DIR, image_tag: str = "latest") -> Registry:
-        """Load every ``*.json`` in ``directory``, or only those listed in ``names``; images get ``image_tag``."""
+        """Load every ``*.json`` in ``directory``, or the units whose key is in ``names``; images get ``image_tag``."""
         langs = [_load_one(p, image_tag) for p in sorted(directory.glob("*.json"))]
         if names:
-            missing = set(names) - {lang.name for lang in langs}
+            missing = set(names) - {lang.key for lang in langs}
             if missing:
                 raise ValueError(f"no language definition for {', '.join(sorted(missing))}")
-            langs = [lang for lang in langs if lang.name in names]
+            langs = [lang for lang in langs if lang.key in names]
         return cls(langs)
 
     def get(self, name: str) -> Language | None:
-        return self._lookup.get(name.lower())
+        """A language's default unit, by name or alias (any case)."""
+        units = self._versions.get(self._lookup.get(name.lower(), ""))
+        return units[0] if units else None
 
-    def resolve(self, name: str, version: str = "") -> Language | None:
-        """The language called ``name`` (or an alias) in ``version``; None when either is unknown.
+    def resolve(self, name: str, version: str | None = "") -> Language | None:
+        """The unit a request names: its language by name or alias, its version exact, prefix or SemVer range.
 
-        An empty version means the language's default; otherwise the version must equal the
-        language's version or be a dotted prefix of it (``3`` and ``3.11`` select 3.11.2).
+        No version (``None`` or ``""``) means the default, the language's first; several matching
+        versions give the highest (as Piston picks). ``None`` when the language or the version is
+        unknown (:meth:`versions` lists a language's versions for the message).
         """
-        language = self.get(name)
-        if language is None or not version:
-            return language
-        wanted = version.strip()
-        have = language.version
-        if wanted == have or have.startswith(wanted + "."):
-            return language
-        return None
+        default = self.get(name)
+        if default is None or not version:
+            return default
+        units = self._versions[default.name]
+        chosen = versions.best(version, [unit.version for unit in units])
+        return next((unit for unit in units if unit.version == chosen), None)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._by_name.values())
+    def queue_key(self, name: str, version: str) -> str:
+        """The key of the unit a job's language and version name (a job's queue), the name itself if unknown."""
+        unit = self.resolve(name, version)
+        return unit.key if unit else name
+
+    def unit(self, key: str) -> Language | None:
+        """A unit by its key (the queue and pool name)."""
+        return self._units.get(key)
+
+    def versions(self, name: str) -> tuple[str, ...]:
+        """A language's versions, the default first (empty for an unknown name)."""
+        default = self.get(name)
+        return tuple(unit.version for unit in self._versions[default.name]) if default else ()
+
+    def describe(self) -> list[dict[str, Any]]:
+        """``GET /api/v1/languages``: one entry per language, its default unit's details and every version."""
+        return [units[0].describe(self.versions(name)) for name, units in sorted(self._versions.items())]
+
+    def __iter__(self) -> Iterator[Language]:
+        return iter(self._units.values())
 
     def __len__(self) -> int:
-        return len(self._by_name)
+        return len(self._units)
 
     def names(self) -> list[str]:
-        return list(self._by_name)
+        """The public language names."""
+        return sorted(self._versions)
+
+    def unit_keys(self) -> list[str]:
+        """Every unit's key."""
+        return list(self._units)

@@ -30,8 +30,8 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
     registry = registry or Registry.load(settings.languages, image_tag=settings.image_tag)
     metrics = metrics or Metrics()
     role = "+".join(settings.roles)
-    metrics.prime(registry.names(), [role])
-    broker = Broker(settings, metrics, role)
+    metrics.prime(registry.unit_keys(), [role])
+    broker = Broker(settings, metrics, role, registry)
     app.extensions.update(
         {
             "runbox.settings": settings,
@@ -60,8 +60,8 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         async def connect() -> None:
             await broker.connect()
             if "gateway" in settings.roles:
-                for name in registry.names():
-                    await broker.declare_jobs(name)
+                for key in registry.unit_keys():
+                    await broker.declare_jobs(key)
                 service: Gateway = app.extensions["runbox.gateway"]
                 await service.stdin.start()
                 await service.callbacks.start()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
+from app.images import base_build, unit_build
 from app.languages import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,11 +28,13 @@ SKIPPED_PARTS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff
 
 @dataclass(frozen=True)
 class SandboxImage:
-    """One language's sandbox image: its tag and where its Dockerfile is."""
+    """One unit's sandbox image (a version of a language): its tag, its Dockerfile and the base it builds on."""
 
-    language: str
+    language: str  # the unit's key
     image: str
     dockerfile: Path
+    args: dict[str, str]  # build arguments: TAG, BASE and the unit's own
+    base: str  # the shared base it starts from, built first
 
 
 def discover_sandbox_images(languages_dir: Path, context: Path) -> list[SandboxImage]:
@@ -39,13 +42,14 @@ def discover_sandbox_images(languages_dir: Path, context: Path) -> list[SandboxI
     found: list[SandboxImage] = []
     tags: dict[str, str] = {}
     for language in Registry.load(directory=languages_dir):
-        dockerfile = context / language.name / "Dockerfile"
+        dockerfile = context / language.dockerfile / "Dockerfile"
         if not dockerfile.is_file():
-            raise FileNotFoundError(f"language {language.name!r} has no {dockerfile}")
+            raise FileNotFoundError(f"language {language.key!r} has no {dockerfile}")
+        build = unit_build(language, context)
         if language.image in tags:
-            raise ValueError(f"languages {tags[language.image]!r} and {language.name!r} both use {language.image}")
-        tags[language.image] = language.name
-        found.append(SandboxImage(language.name, language.image, dockerfile))
+            raise ValueError(f"languages {tags[language.image]!r} and {language.key!r} both use {language.image}")
+        tags[language.image] = language.key
+        found.append(SandboxImage(language.key, language.image, dockerfile, build.args, build.base))
     if not found:
         raise FileNotFoundError(f"no language definitions in {languages_dir}")
     return found
@@ -112,9 +116,27 @@ class Images(pulumi.ComponentResource):
         # Containers are labelled with these, so a changed image replaces the containers that use
         # it even though its tag stays the same.
         self.app_hash = context_hash(args.root, APP_CONTEXT)
-        self.sandbox_hash = context_hash(args.sandbox_context, ["agent", *(s.language for s in wanted)])
+        bases = sorted({s.base for s in wanted})
+        dockerfiles = sorted({s.dockerfile.parent.name for s in wanted})
+        self.sandbox_hash = context_hash(args.sandbox_context, ["agent", "base", *dockerfiles])
 
         self.sandboxes = {}
+        # The shared bases first; every language image starts FROM one (see app/images.py).
+        built_bases: dict[str, docker.Image] = {}
+        for base in bases if args.build and args.sandboxes else ():
+            recipe = base_build(base, wanted[0].image.rpartition(":")[2], args.sandbox_context)
+            built_bases[base] = docker.Image(
+                f"{name}-sandbox-{base}",
+                image_name=recipe.image,
+                build=docker.DockerBuildArgs(
+                    context=str(args.sandbox_context),
+                    dockerfile=str(recipe.dockerfile),
+                    args=recipe.args,
+                    platform=args.platform,
+                ),
+                skip_push=True,
+                opts=child,
+            )
         for sandbox in wanted if args.sandboxes else []:
             resource_name = f"{name}-sandbox-{sandbox.language}"
             if args.build:
@@ -124,11 +146,12 @@ class Images(pulumi.ComponentResource):
                     build=docker.DockerBuildArgs(
                         context=str(args.sandbox_context),
                         dockerfile=str(sandbox.dockerfile),
+                        args=sandbox.args,
                         platform=args.platform,
                     ),
                     # There is no registry to push to: the executor runs these tags locally.
                     skip_push=True,
-                    opts=child,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[built_bases[sandbox.base]]),
                 )
             else:
                 self.sandboxes[sandbox.language] = docker.RemoteImage(

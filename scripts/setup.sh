@@ -106,17 +106,22 @@ fi
 apt_install prometheus
 # The package's own service is not wanted; tests start their own server.
 
-# --- the base image ----------------------------------------------------------------------------
-if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
-    if ! timeout 60 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
-        log "no registry answered; bootstrapping debian:bookworm-slim with debootstrap"
-        apt_install debootstrap
-        dir="$(mktemp -d)"
-        debootstrap --variant=minbase bookworm "$dir" http://deb.debian.org/debian >"$LOG_DIR/debootstrap.log" 2>&1
-        tar -C "$dir" -c . | docker import - debian:bookworm-slim >/dev/null
-        rm -rf "$dir"
-    fi
-fi
+# --- the Debian images the sandbox bases start from ------------------------------------------------
+# Debian 12 for most toolchains and Debian 13 for the newer versions beside them. With no
+# registry answering, each is bootstrapped from Debian's own packages with debootstrap.
+bootstrap_image() {  # bootstrap_image SUITE IMAGE
+    local suite=$1 image=$2 dir
+    docker image inspect "$image" >/dev/null 2>&1 && return 0
+    timeout 60 docker pull -q "$image" >/dev/null 2>&1 && return 0
+    log "no registry answered; bootstrapping $image with debootstrap"
+    apt_install debootstrap
+    dir="$(mktemp -d)"
+    debootstrap --variant=minbase "$suite" "$dir" http://deb.debian.org/debian >"$LOG_DIR/debootstrap-$suite.log" 2>&1
+    tar -C "$dir" -c . | docker import - "$image" >/dev/null
+    rm -rf "$dir"
+}
+bootstrap_image bookworm debian:bookworm-slim
+bootstrap_image trixie debian:trixie-slim
 
 # --- headless browser for the playground tests (Debian's Chromium and its matching driver) ------
 apt_install chromium chromium-driver
@@ -136,6 +141,9 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
 fi
 
 # --- sandbox images -----------------------------------------------------------------------------
+# The shared bases first, then every language image, two at a time (see app/images.py).
+# RUNBOX_BUILD_LANGUAGES limits the build to some unit keys (space separated).
 log "building sandbox images"
-"$VENV/bin/python" -m app.images build
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m app.images build ${RUNBOX_BUILD_LANGUAGES:-}
 log "setup done"

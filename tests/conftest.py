@@ -48,3 +48,23 @@ def client(service: Service) -> Iterator[Client]:
     c = service.client()
     yield c
     c.close()
+
+
+def _language_selection() -> str:
+    """Which units tests/test_languages.py runs end to end, and which it leaves out (never silently)."""
+    from app.languages import Registry
+    from tests.language_selection import selected_units
+
+    every = Registry.load().unit_keys()
+    chosen = selected_units(every)
+    left = [key for key in every if key not in chosen]
+    line = f"languages: {len(chosen)} of {len(every)} units run end to end"
+    return line + (f"; NOT run (RUNBOX_TEST_LANGUAGES selects them out): {', '.join(left)}" if left else "")
+
+
+def pytest_report_header() -> str:
+    return _language_selection()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_sep("-", _language_selection())

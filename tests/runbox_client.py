@@ -104,6 +104,9 @@ class Client:
 
 
 CREATED_PREFIXES: set[str] = set()
+# The languages runbox began with: enough for every test but tests/test_languages.py, which
+# names its own; forty-odd warm pools would only slow every service's start.
+CORE_LANGUAGES = ("bash", "c", "cpp", "go", "java", "javascript", "php", "python", "ruby", "rust", "typescript")
 # Delay queues of callback retries, by wait in ms: the defaults and what the tests configure.
 CALLBACK_DELAYS_MS = {1000, 2000, 5000, 15000, 30000, 60000, 120000, 300000, 600000, 900000, 1200000, 1800000}
 
@@ -118,7 +121,7 @@ def delete_prefixes(prefixes: set[str], url: str = "amqp://guest:guest@127.0.0.1
         connection = await aio_pika.connect(url)
         async with connection:
             for prefix in prefixes:
-                names = [f"{prefix}.jobs.{n}" for n in Registry.load().names()]
+                names = [f"{prefix}.jobs.{n}" for n in Registry.load().unit_keys()]
                 names += [f"{prefix}.jobs.dead", f"{prefix}.events", f"{prefix}.presence", f"{prefix}.callbacks"]
                 names += [f"{prefix}.callbacks.delay.{ms}" for ms in CALLBACK_DELAYS_MS]
                 for name in names:
@@ -171,6 +174,7 @@ class Service:
             "RUNBOX_POOL_SIZE": "2",
             "RUNBOX_POOL_MAX": "4",
             "RUNBOX_LOG_LEVEL": "INFO",
+            "RUNBOX_LANGUAGES": ",".join(CORE_LANGUAGES),
             **env,
         }
         self.roles = roles

@@ -350,14 +350,19 @@ def test_every_language_has_a_sandbox_image_built_from_its_dockerfile(program: P
         assert language.image in built, f"no image resource for {language.name}"
         image = built[language.image]
         assert image["build"]["context"] == str(ROOT / "sandbox_images")
-        assert image["build"]["dockerfile"] == str(ROOT / "sandbox_images" / language.name / "Dockerfile")
+        assert image["build"]["dockerfile"] == str(ROOT / "sandbox_images" / language.dockerfile / "Dockerfile")
+        # FROM the shared base of the same tag
+        assert image["build"]["args"] == {"TAG": "latest", "BASE": "base", **language.build_args}
         assert image["skipPush"] is True  # no registry reachable or needed
     app = built["runbox/app:latest"]
     assert app["build"]["dockerfile"] == str(ROOT / "Dockerfile")
     assert app["build"]["context"] == str(ROOT)
     assert app["skipPush"] is True
-    assert len(built) == len(languages) + 1
-    assert program.exports["sandbox_images"] == sorted(lang.name for lang in languages)
+    for base in ("base", "base-trixie"):  # the shared bases every language image starts from
+        dockerfile = built[f"runbox/sandbox-{base}:latest"]["build"]["dockerfile"]
+        assert dockerfile == str(ROOT / "sandbox_images" / "base" / "Dockerfile")
+    assert len(built) == len(languages) + 2 + 1
+    assert program.exports["sandbox_images"] == sorted(lang.key for lang in languages)
 
 
 def test_pull_mode_pulls_the_same_images_instead(monitoring_files: dict[str, str]) -> None:

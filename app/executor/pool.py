@@ -100,10 +100,10 @@ class Pool:
         self.metrics = metrics
         self.budget = budget
         budget.pools.append(self)
-        self.minimum, self.size, self.maximum = settings.pool_sizes(language.name)
+        self.minimum, self.size, self.maximum = settings.pool_sizes(language.key)
         self.target = self.size
         self.limits = language.default_limits
-        self.runtime = settings.runtime_for(language.name)
+        self.runtime = settings.runtime_for(language.key)
         self.memory_mb = container_memory_mb(language, self.limits)
         self.idle: deque[Sandbox] = deque()
         self.busy = 0
@@ -122,7 +122,7 @@ class Pool:
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.create_task(self._maintain(), name=f"pool-{self.language.name}")
+        self._task = asyncio.create_task(self._maintain(), name=f"pool-{self.language.key}")
 
     async def close(self) -> None:
         self._closing = True
@@ -137,7 +137,7 @@ class Pool:
             await self._remove(self.idle.popleft())
 
     def _report(self) -> None:
-        name = self.language.name
+        name = self.language.key
         self.metrics.pool_containers.labels(name, "idle").set(len(self.idle))
         self.metrics.pool_containers.labels(name, "busy").set(self.busy)
         self.metrics.pool_containers.labels(name, "warming").set(self.warming)
@@ -163,10 +163,10 @@ class Pool:
         try:
             await sandbox.start()
         except SandboxError:
-            self.metrics.container_events.labels(self.language.name, "failed").inc()
+            self.metrics.container_events.labels(self.language.key, "failed").inc()
             raise
-        self.metrics.container_start.labels(self.language.name).observe(time.monotonic() - began)
-        self.metrics.container_events.labels(self.language.name, "created").inc()
+        self.metrics.container_start.labels(self.language.key).observe(time.monotonic() - began)
+        self.metrics.container_events.labels(self.language.key, "created").inc()
         return sandbox
 
     async def _warm_one(self) -> None:
@@ -179,7 +179,7 @@ class Pool:
             self.budget.give(self.memory_mb)
             log.error(
                 "warming failed; will retry",
-                extra={"language": self.language.name, "error": repr(exc)[:500], "failures": self._failures,
+                extra={"language": self.language.key, "error": repr(exc)[:500], "failures": self._failures,
                        "in_s": retry_delay(self._failures)},
             )
             return
@@ -225,7 +225,7 @@ class Pool:
             try:
                 last_health = await self._maintain_once(last_health)
             except Exception:  # a bug here must not leave the language without containers for good
-                log.exception("pool maintenance failed; continuing", extra={"language": self.language.name})
+                log.exception("pool maintenance failed; continuing", extra={"language": self.language.key})
                 await asyncio.sleep(1.0)
 
     async def _maintain_once(self, last_health: float) -> float:
@@ -251,7 +251,7 @@ class Pool:
             last_health = time.monotonic()
             for sandbox in [s for s in self.idle if not s.alive]:
                 self.idle.remove(sandbox)
-                self.metrics.container_events.labels(self.language.name, "failed").inc()
+                self.metrics.container_events.labels(self.language.key, "failed").inc()
                 self._spawn(self._remove(sandbox))
         self._report()
         self._wakeup.clear()
@@ -266,7 +266,7 @@ class Pool:
         # Stay smaller for a while, or this pool would re-warm straight into the freed memory.
         self._yield_until = time.monotonic() + SHRINK_AFTER_S / 4
         self._spawn(self._remove(self.idle.popleft()))
-        self.metrics.container_events.labels(self.language.name, "recycled").inc()
+        self.metrics.container_events.labels(self.language.key, "recycled").inc()
         return True
 
     # --- lending -----------------------------------------------------------------------------
@@ -320,10 +320,10 @@ class Pool:
             and len(self.idle) < self.target
         )
         if keep and await sandbox.wait_ready():
-            self.metrics.container_events.labels(self.language.name, "reused").inc()
+            self.metrics.container_events.labels(self.language.key, "reused").inc()
             await self._offer(sandbox)
             return
-        self.metrics.container_events.labels(self.language.name, "recycled").inc()
+        self.metrics.container_events.labels(self.language.key, "recycled").inc()
         await self._remove(sandbox)
 
     async def _remove(self, sandbox: Sandbox) -> None:
@@ -331,7 +331,7 @@ class Pool:
             await sandbox.destroy()
         if self.fits(sandbox.limits):
             self.budget.give(self.memory_mb)
-        self.metrics.container_events.labels(self.language.name, "removed").inc()
+        self.metrics.container_events.labels(self.language.key, "removed").inc()
         self._wakeup.set()
         self._report()
 

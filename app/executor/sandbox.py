@@ -95,7 +95,7 @@ def container_options(
         "labels": {
             "runbox.role": "sandbox",
             "runbox.executor": executor_id,
-            "runbox.language": language.name,
+            "runbox.language": language.key,
         },
     }
 
@@ -204,7 +204,7 @@ class Sandbox:
             greeting = await asyncio.wait_for(self._next(), GREETING_TIMEOUT_S)
         except (TimeoutError, docker.errors.DockerException, OSError) as exc:
             await self.destroy()
-            raise SandboxError(f"cannot start a {self.language.name} sandbox: {exc!r}") from exc
+            raise SandboxError(f"cannot start a {self.language.key} sandbox: {exc!r}") from exc
         if greeting is None or greeting.get("t") != "ready" or not greeting.get("clean"):
             await self.destroy()
             raise SandboxError(f"sandbox agent did not start cleanly: {greeting!r}")

@@ -210,24 +210,24 @@ class Executor:
         self.metrics.executor_slots.set(self.slots.capacity)
         for language in self.registry:
             pool = Pool(language, self.settings, self.client, self.metrics, self.budget)
-            self.pools[language.name] = pool
+            self.pools[language.key] = pool
             self.engine.on_recovery(pool.wake)
             pool.start()
         self.engine.start()
         await self.broker.wait_connected()
         await self.stdin.start()
         for language in self.registry:
-            await self.broker.declare_jobs(language.name)
-            pool = self.pools[language.name]
+            await self.broker.declare_jobs(language.key)
+            pool = self.pools[language.key]
             self.consumers.append(
-                await self.broker.consume_jobs(language.name, pool.maximum, self._on_delivery(language))
+                await self.broker.consume_jobs(language.key, pool.maximum, self._on_delivery(language))
             )
         self.consumers.append(await self.broker.consume_dead(self._dead_letter))
         self.consumers.append(await self.broker.announce())
         self.consuming = True
         log.info(
             "executor consuming",
-            extra={"languages": self.registry.names(), "slots": self.slots.capacity,
+            extra={"languages": self.registry.unit_keys(), "slots": self.slots.capacity,
                    "executor": self.settings.executor_id},
         )
 
@@ -319,7 +319,7 @@ class Executor:
 
     async def _process(self, language: Language, job: Job, run: JobRun) -> dict[str, Any]:
         """Wait for a run slot and a warm container, run the job, and confirm its terminal event."""
-        name = language.name
+        name = language.key
         if run.attempt > 1:
             self.metrics.redeliveries.labels(name).inc()
         self.metrics.executor_waiting.labels(name).inc()
@@ -345,7 +345,7 @@ class Executor:
 
     async def _run(self, language: Language, job: Job, run: JobRun, sandbox: Sandbox) -> dict[str, Any]:
         """Drive the sandbox through the job; return the terminal state to publish."""
-        pool = self.pools[language.name]
+        pool = self.pools[language.key]
         if self.settings.fault_crash_marker and self.settings.fault_crash_marker in job.source:
             log.error("fault injection: executor crashing", extra={"job": job.id})
             os._exit(86)
@@ -373,9 +373,9 @@ class Executor:
                 if job.interactive:
                     await routed.enter_async_context(self.stdin.attach(job.id, sandbox))
                 started = time.time()
-                self.metrics.queue_wait.labels(language.name).observe(max(0.0, started - job.created_at))
+                self.metrics.queue_wait.labels(language.key).observe(max(0.0, started - job.created_at))
                 run.emit("started", {"attempt": run.attempt, "started_at": started})
-                log.info("job started", extra={"job": job.id, "language": language.name, "attempt": run.attempt})
+                log.info("job started", extra={"job": job.id, "language": language.key, "attempt": run.attempt})
                 status, reusable = await self._drive(
                     sandbox, payload, deadline, run, result, stdout, stderr, judgement
                 )
@@ -392,7 +392,7 @@ class Executor:
         result["stderr"] = "".join(stderr)
         outcome = Result.from_dict(result)  # lenient: an agent's malformed field takes its default
         finished = time.time()
-        self.metrics.run_duration.labels(language.name).observe(outcome.duration_ms / 1000)
+        self.metrics.run_duration.labels(language.key).observe(outcome.duration_ms / 1000)
         log.info("job finished", extra={"job": job.id, "status": status, "attempt": run.attempt})
         return terminal_state(job, status, outcome, started, finished)
 
@@ -446,13 +446,13 @@ class Executor:
             return False
 
     def _count(self, language: Language, state: dict[str, Any]) -> None:
-        self.metrics.jobs_finished.labels(language.name, state["status"]).inc()
+        self.metrics.jobs_finished.labels(language.key, state["status"]).inc()
         result = Result.from_dict(state["result"])
         if result.limit:
-            self.metrics.limit_hits.labels(language.name, result.limit).inc()
+            self.metrics.limit_hits.labels(language.key, result.limit).inc()
         for cut in (result.truncated.stdout, result.truncated.stderr):
             if cut and result.limit != "output":
-                self.metrics.limit_hits.labels(language.name, "output").inc()
+                self.metrics.limit_hits.labels(language.key, "output").inc()
 
     async def _dead_letter(self, delivery: Delivery) -> None:
         """A job RabbitMQ gave up on after the delivery limit: end it ``failed`` for its client."""

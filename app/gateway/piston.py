@@ -44,30 +44,13 @@ def piston_name(language: Language) -> str:
     return language.piston_name or language.name
 
 
-def find_runtime(registry: Registry, name: str) -> Language | None:
-    """A language by its Piston name, our name, or an alias (case-insensitive)."""
-    wanted = name.strip().lower()
-    languages: list[Language] = list(registry)
-    for language in languages:
-        if piston_name(language).lower() == wanted:
-            return language
-    return registry.get(wanted)
-
-
-def version_matches(requested: str, actual: str) -> bool:
-    """Piston's version selector, simplified: ``*``, the exact version, or a prefix with wildcards.
-
-    ``3``, ``3.11``, ``3.x`` and ``3.11.*`` all select 3.11.2; real Piston resolves full SemVer
-    ranges, which no client we know of sends.
+def find_runtime(registry: Registry, name: str, version: str) -> Language | None:
+    """A runtime by its Piston name, our name, or an alias (any case), and a version as Piston
+    selects one: exact, prefix or SemVer range, the highest version that matches.
     """
-    wanted = requested.strip().lstrip("v=")
-    if wanted in ("", "*", "x", "X", "latest"):
-        return True
-    have = actual.split(".")
-    parts = wanted.split(".")
-    if len(parts) > len(have):
-        return False
-    return all(p in ("*", "x", "X") or p == h for p, h in zip(parts, have, strict=False))
+    wanted = name.strip().lower()
+    by_piston = {piston_name(lang).lower(): lang.name for lang in registry}
+    return registry.resolve(by_piston.get(wanted, wanted), version)
 
 
 @bp.get("/runtimes")
@@ -200,8 +183,8 @@ def draft(registry: Registry, body: Any) -> Draft:
     for index, item in enumerate(files):
         if not isinstance(item, dict) or not isinstance(item.get("content"), str):
             raise bad("invalid_files", f"files[{index}].content is required as a string")
-    language = find_runtime(registry, name)
-    if language is None or not version_matches(version, language.version):
+    language = find_runtime(registry, name, version)
+    if language is None:
         known = ", ".join(f"{piston_name(lang)}-{lang.version}" for lang in registry)
         raise bad("unknown_language", f"{name[:100]}-{version[:40]} runtime is unknown; available runtimes: {known}")
     source, extra = split_files(files)

@@ -167,4 +167,4 @@ async def job_events(job_id: str) -> Any:
 
 @bp.get("/languages")
 async def languages() -> Any:
-    return jsonify([lang.describe() for lang in gateway().registry])
+    return jsonify(gateway().registry.describe())

@@ -95,7 +95,8 @@ class Validator:
         if chosen is None:
             raise bad(
                 "unknown_version",
-                f"{language.name} has no version {version[:40]!r}; this deployment runs {language.version}.",
+                f"{language.name} has no version matching {version[:40]!r}; "
+                f"its versions: {', '.join(self.registry.versions(name))}.",
             )
         return chosen
 

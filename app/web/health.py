@@ -28,7 +28,7 @@ async def queue_stats() -> dict[str, QueueStats]:
     """Backlog and consumers per language as RabbitMQ reports them (the broker caches them ``stats_ttl_s``)."""
     ext = current_app.extensions
     broker: Broker = ext["runbox.broker"]
-    stats = await broker.queue_stats(ext["runbox.registry"].names())
+    stats = await broker.queue_stats(ext["runbox.registry"].unit_keys())
     metrics = ext["runbox.metrics"]
     for name, stat in stats.items():
         metrics.queue_depth.labels(name).set(stat.messages)
