@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
 import signal
 import socket
 import sys
@@ -54,10 +55,14 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
 def main() -> None:
     """Entry point of the ``runbox`` command."""
     parser = argparse.ArgumentParser(prog="runbox", description="Run the runbox gateway and/or executor.")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
-    parser.parse_args()
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve", "gate"],
+        help="serve: the roles of RUNBOX_ROLES; gate: the Docker API gate alone (RUNBOX_ROLES=gate)",
+    )
+    command = parser.parse_args().command
     try:
-        settings = Settings.from_env()
+        env = dict(os.environ, RUNBOX_ROLES="gate") if command == "gate" else None
+        settings = Settings.from_env(env)
     except ConfigError as exc:
         print(f"runbox: {exc}", file=sys.stderr)
         sys.exit(2)

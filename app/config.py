@@ -65,8 +65,14 @@ class Settings:
     events_cache_mb: int = 256  # job histories a gateway keeps in memory, in MiB (output counted once)
     events_max_mb: int = 20480  # the event stream's size bound (x-max-length-bytes), beside its age
 
-    docker_url: str = "unix:///var/run/docker.sock"
+    # The executor's Docker API: the gate's socket. Only the gate holds the engine's own.
+    docker_url: str = "unix:///run/runbox/gate.sock"
+    engine_url: str = "unix:///var/run/docker.sock"  # the real engine, for the gate alone
+    gate_socket: str = "/run/runbox/gate.sock"  # where the gate listens ("" for none)
+    gate_tcp: str = ""  # and/or host:port, loopback only
+    gate_socket_gid: int = -1  # group given the gate's socket (mode 0660); -1 keeps the gate's own
     runtime: str = "runc"
+    gvisor_runtime: str = "runbox-runsc"  # the engine's name for the gVisor that serves RUNBOX_RUNTIME=runsc
     runtime_overrides: tuple[str, ...] = ()  # "language=runtime" pairs
     executor_name: str = ""  # empty: unique per process (host, pid, random); set it for a stable identity
     engine_check_s: float = 2.0  # how often an executor checks its Docker engine and runtimes
@@ -80,6 +86,10 @@ class Settings:
     languages: tuple[str, ...] = ()  # empty: every language whose image exists
     image_tag: str = "latest"  # tag of every sandbox image; lets two checkouts on one host keep their own builds
     sandbox_cpus: float = 1.0
+    # Every sandbox runs as a host uid of its own from this range, so per-user kernel
+    # quotas (inotify instances, message queues, pipe buffers) are never shared by two jobs.
+    sandbox_uid_base: int = 200000
+    sandbox_uid_count: int = 60000
 
     max_body_kb: int = 2048
     body_timeout_s: float = 10.0  # a request body must arrive within this long (408)
@@ -161,11 +171,19 @@ class Settings:
 
     def validate(self) -> None:
         """Reject combinations that cannot work, naming the variable to fix."""
-        unknown = set(self.roles) - {"gateway", "executor"}
+        unknown = set(self.roles) - {"gateway", "executor", "gate"}
         if unknown or not self.roles:
-            raise ConfigError(f"RUNBOX_ROLES must name gateway and/or executor, not {self.roles!r}")
+            raise ConfigError(f"RUNBOX_ROLES must name gateway and/or executor, or gate, not {self.roles!r}")
+        if "gate" in self.roles and len(self.roles) > 1:
+            raise ConfigError("RUNBOX_ROLES=gate runs alone: the gate is the only process holding the engine's socket")
+        if "gate" in self.roles and not (self.gate_socket or self.gate_tcp):
+            raise ConfigError("the gate needs RUNBOX_GATE_SOCKET and/or RUNBOX_GATE_TCP")
+        if self.gate_tcp and self.gate_tcp.rpartition(":")[0] not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+            raise ConfigError("RUNBOX_GATE_TCP must be a loopback address: the gate's API is for local executors")
         if self.runtime not in ("runc", "runsc"):
             raise ConfigError(f"RUNBOX_RUNTIME must be runc or runsc, not {self.runtime!r}")
+        if self.sandbox_uid_base < 1000 or self.sandbox_uid_count < 64:
+            raise ConfigError("RUNBOX_SANDBOX_UID_BASE must be >= 1000 and RUNBOX_SANDBOX_UID_COUNT >= 64")
         if not 0 <= self.pool_min <= self.pool_size <= self.pool_max:
             raise ConfigError("pool sizes must satisfy 0 <= RUNBOX_POOL_MIN <= RUNBOX_POOL_SIZE <= RUNBOX_POOL_MAX")
         if self.delivery_limit < 1:
@@ -307,4 +325,8 @@ class Settings:
 
     def runtime_for(self, language: str) -> str:
         return self.runtime_table().get(language, self.runtime)
+
+    def engine_runtime(self, runtime: str) -> str:
+        """The Docker engine's name for a runtime: ``runsc`` is the gVisor setup.sh registers."""
+        return self.gvisor_runtime if runtime == "runsc" else runtime
 

@@ -37,6 +37,9 @@ LIMIT_KINDS = ("wall_time", "cpu_time", "memory", "output", "file_size", "proces
 CONTAINER_EVENTS = ("created", "recycled", "reused", "failed", "removed")
 CALLBACK_OUTCOMES = ("delivered", "http_error", "timeout", "unreachable", "refused", "not_ready")
 CALLBACK_ABANDONED = ("refused", "retries_exhausted")
+GATE_ENDPOINTS = ("ping", "version", "info", "create", "list", "remove", "start", "attach", "wait", "kill",
+                  "inspect", "runtimes")
+GATE_REFUSALS = ("endpoint", "policy", "not_a_sandbox", "uid_in_use", "bad_request")
 
 
 class Metrics:
@@ -162,6 +165,22 @@ class Metrics:
         self.redeliveries = Counter(
             "runbox_redeliveries_total", "Jobs received again after an earlier attempt.", ["language"], registry=r
         )
+        # the Docker gate
+        self.gate_requests = Counter(
+            "runbox_gate_requests_total", "Docker API requests the gate allowed, by endpoint.", ["endpoint"], registry=r
+        )
+        self.gate_refusals = Counter(
+            "runbox_gate_refusals_total",
+            "Docker API requests the gate refused (403), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.sandbox_runtime = Gauge(
+            "runbox_sandbox_runtime_info",
+            "1 for each container runtime sandboxes may use, with the engine's name for it and its version.",
+            ["runtime", "engine_runtime", "version"],
+            registry=r,
+        )
         # both roles
         self.broker_reconnects = Counter(
             "runbox_broker_reconnects_total", "Connections to RabbitMQ re-established.", ["role"], registry=r
@@ -173,12 +192,18 @@ class Metrics:
 
     def prime(self, languages: Iterable[str], roles: Iterable[str]) -> None:
         """Create every known label combination at zero so dashboards never see gaps."""
+        roles = list(roles)
         for reason in REJECT_REASONS:
             self.rejections.labels(reason)
         for outcome in CALLBACK_OUTCOMES:
             self.callback_attempts.labels(outcome)
         for reason in CALLBACK_ABANDONED:
             self.callbacks_abandoned.labels(reason)
+        if "gate" in roles:
+            for endpoint in GATE_ENDPOINTS:
+                self.gate_requests.labels(endpoint)
+            for reason in GATE_REFUSALS:
+                self.gate_refusals.labels(reason)
         for role in roles:
             self.broker_reconnects.labels(role)
             self.broker_up.labels(role)

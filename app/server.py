@@ -54,10 +54,18 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         app.register_blueprint(judge0.bp)
 
     tasks: list[asyncio.Task[None]] = []
+    if "gate" in settings.roles:
+        from app.gate.proxy import Gate
+
+        app.extensions["runbox.gate"] = Gate(settings, registry, metrics)
 
     @app.before_serving
     async def open_resources() -> None:
         async def connect() -> None:
+            gate = app.extensions.get("runbox.gate")
+            if gate is not None:  # the gate speaks to the engine only, never to RabbitMQ
+                await gate.start()
+                return
             await broker.connect()
             if "gateway" in settings.roles:
                 for key in registry.unit_keys():
@@ -93,6 +101,9 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         executor = app.extensions.get("runbox.executor")
         if executor is not None:
             await executor.drain(DRAIN_TIMEOUT_S)
+        gate = app.extensions.get("runbox.gate")
+        if gate is not None:
+            await gate.close()
         if events is not None:
             await events.stop()
         await broker.close()

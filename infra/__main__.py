@@ -22,6 +22,7 @@ import pulumi  # noqa: E402
 from infra import config as stack_config  # noqa: E402
 from infra.broker import Broker, BrokerArgs  # noqa: E402
 from infra.executor import Executor, ExecutorArgs  # noqa: E402
+from infra.gate import Gate, GateArgs  # noqa: E402
 from infra.gateway import Gateway, GatewayArgs  # noqa: E402
 from infra.images import Images, ImagesArgs  # noqa: E402
 from infra.monitoring import Monitoring, MonitoringArgs  # noqa: E402
@@ -86,6 +87,21 @@ def one_host() -> None:
         ),
     )
 
+    gate = Gate(
+        "gate",
+        GateArgs(
+            prefix=cfg.prefix,
+            image=images.app_ref,
+            network=net.backend.name,
+            docker_socket=cfg.docker_socket,
+            docker_gid=cfg.docker_gid,
+            log_level=cfg.log_level,
+            image_hash=images.app_hash,
+            labels=cfg.labels,
+            depends_on=[images.app],
+        ),
+    )
+
     executor = Executor(
         "executor",
         ExecutorArgs(
@@ -96,7 +112,8 @@ def one_host() -> None:
             count=cfg.executor_count,
             runtime=cfg.runtime,
             runtimes=cfg.executor_runtimes,
-            docker_socket=cfg.docker_socket,
+            gate_dir=gate.socket_dir,
+            docker_url=gate.docker_url,
             docker_gid=cfg.docker_gid,
             amqp_prefix=cfg.amqp_prefix,
             log_level=cfg.log_level,
@@ -105,7 +122,7 @@ def one_host() -> None:
             sandbox_hash=images.sandbox_hash,
             labels=cfg.labels,
             # A pool warms its containers as soon as the executor starts: the images must exist.
-            depends_on=[broker.container, images.app, *images.sandboxes.values()],
+            depends_on=[broker.container, gate.container, images.app, *images.sandboxes.values()],
         ),
     )
 
@@ -130,6 +147,7 @@ def one_host() -> None:
                 scrape_targets={
                 "gateway": gateway.metrics_targets,
                 "executor": executor.metrics_targets,
+                "gate": gate.metrics_targets,
                 "rabbitmq": [broker.metrics_target],
             },
                 grafana_admin_password=cfg.grafana_admin_password,

@@ -1,9 +1,11 @@
-"""The executors: containers that drive the host's Docker engine to run sandboxes.
+"""The executors: containers that run sandboxes through the Docker gate.
 
-Only these mount the Docker socket. Access to it is root-equivalent on the host, so they join
-only the internal backend network (RabbitMQ and Prometheus), publish nothing, and are never
-``privileged``: the sandboxes they start are sibling containers made by the host's engine, each
-with ``network_mode="none"``, the runtime below, and every limit set in app/executor/sandbox.py.
+They never see the engine's socket (root on the host): they mount the directory holding the
+gate's socket (infra/gate.py), which lets them create, drive and remove sandboxes and nothing
+else. They join only the internal backend network (RabbitMQ and Prometheus), publish nothing,
+and are never ``privileged``: the sandboxes they start are sibling containers made by the
+host's engine, each with ``network_mode="none"``, the runtime below, and every limit set in
+app/executor/sandbox.py.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pulumi_docker as docker
 
 from infra.common import APP_PORT, docker_labels, env_list, hardening
 
-SOCKET_IN_CONTAINER = "/var/run/docker.sock"
+GATE_DIR_IN_CONTAINER = "/run/runbox"
 APP_UID = 10000  # the image's non-root user (Dockerfile)
 
 
@@ -32,9 +34,10 @@ class ExecutorArgs:
     count: int = 1
     runtime: str = "runc"  # RUNBOX_RUNTIME for the sandboxes: runc, or runsc (gVisor)
     runtimes: Sequence[str] = ()  # per-executor overrides of ``runtime``, by index
-    docker_socket: str = "/var/run/docker.sock"  # on the host
-    # The host's group owning the socket: the executor runs as the image's user with that group
-    # added. None runs it as root instead (still unprivileged, no capabilities).
+    gate_dir: str = "/run/runbox-gate"  # on the host: the directory of the gate's socket
+    docker_url: str = "unix:///run/runbox/gate.sock"  # the gate's socket, as the executor sees it
+    # The host's group owning the gate's socket: the executor runs as the image's user with that
+    # group added. None runs it as root instead (still unprivileged, no capabilities).
     docker_gid: int | None = None
     amqp_prefix: str = "runbox"
     log_level: str = "INFO"
@@ -51,7 +54,7 @@ class ExecutorArgs:
 
 
 class Executor(pulumi.ComponentResource):
-    """``count`` executor containers (RUNBOX_ROLES=executor) with the Docker socket mounted."""
+    """``count`` executor containers (RUNBOX_ROLES=executor) with the gate's socket mounted."""
 
     containers: list[docker.Container]
     names: list[str]
@@ -88,7 +91,7 @@ class Executor(pulumi.ComponentResource):
                     # which carry this name in their runbox.executor label.
                     "RUNBOX_EXECUTOR_NAME": docker_name,
                     "RUNBOX_RUNTIME": runtime,
-                    "RUNBOX_DOCKER_URL": f"unix://{SOCKET_IN_CONTAINER}",
+                    "RUNBOX_DOCKER_URL": args.docker_url,
                     "RUNBOX_LOG_LEVEL": args.log_level,
                 },
                 {"RUNBOX_AMQP_URL": args.amqp_url},
@@ -107,7 +110,9 @@ class Executor(pulumi.ComponentResource):
                     image=args.image,
                     envs=envs,
                     volumes=[
-                        docker.ContainerVolumeArgs(host_path=args.docker_socket, container_path=SOCKET_IN_CONTAINER)
+                        docker.ContainerVolumeArgs(
+                            host_path=args.gate_dir, container_path=GATE_DIR_IN_CONTAINER, read_only=True
+                        )
                     ],
                     ports=ports,
                     networks_advanced=[

@@ -22,6 +22,7 @@ import pulumi
 from infra.broker import Broker, BrokerArgs, BrokerTls
 from infra.config import DockerHost, InfraConfig
 from infra.executor import Executor, ExecutorArgs
+from infra.gate import Gate, GateArgs
 from infra.gateway import Gateway, GatewayArgs
 from infra.hosts import Hosts, HostsArgs, RuntimeCheck, RuntimeCheckArgs
 from infra.images import Images, ImagesArgs
@@ -155,6 +156,23 @@ def compose(cfg: InfraConfig) -> Deployment:
             )
             checks.append(check)
             after.append(check)
+        # The host's Docker gate: its executors never see the engine's socket.
+        gate = Gate(
+            f"{h.name}-gate",
+            GateArgs(
+                prefix=cfg.prefix,
+                image=images.app_ref,
+                network=net.backend.name,
+                docker_socket=cfg.docker_socket,
+                docker_gid=cfg.docker_gid,
+                log_level=cfg.log_level,
+                image_hash=images.app_hash,
+                labels=labels,
+                depends_on=[images.app],
+            ),
+            hosts.opts(h),
+        )
+        after.append(gate.container)
         executors.append(
             Executor(
                 f"{h.name}-executor",
@@ -166,7 +184,8 @@ def compose(cfg: InfraConfig) -> Deployment:
                     count=count,
                     runtime=cfg.runtime,
                     runtimes=runtimes,
-                    docker_socket=cfg.docker_socket,
+                    gate_dir=gate.socket_dir,
+                    docker_url=gate.docker_url,
                     docker_gid=cfg.docker_gid,
                     amqp_prefix=cfg.amqp_prefix,
                     log_level=cfg.log_level,

@@ -1,17 +1,22 @@
 """Benchmarks that print figures beside floors measured in the same run (never pass/fail).
 
-    python -m loadtest.bench latency    [--runs 200] [--runtime runc|runsc] [--split]
+    python -m loadtest.bench latency    [--runs 200] [--runtime runc|runsc] [--split] [--direct]
     python -m loadtest.bench throughput [--seconds 60] [--concurrency 32] [--split]
     python -m loadtest.bench warmup     [--split]
     python -m loadtest.bench languages  [--runs 5] [--split]
     python -m loadtest.bench storm      [--jobs 10000] [--concurrency 200] [--split]
+    python -m loadtest.bench gate       [--runs 500]
     python -m loadtest.bench judge      [--seconds 60] [--concurrency 8] [--cases 20]
+    python -m loadtest.bench gate       [--runs 500]
 
 Every target of the performance issue is printed beside its floor; on a shared machine only
 the ratios against floors of the same run are comparable between runs.
 
 Each starts its own runbox process (gateway+executor, its own queues) unless ``--url`` names
-a running one, and talks to it only on 127.0.0.1.
+a running one, and talks to it only on 127.0.0.1. Executors reach the engine through a Docker
+gate of the run's own, as in production; ``--direct`` gives them the engine's socket instead,
+for the figure without the gate. ``gate`` times Docker API round trips (inspect of a live
+sandbox, ping) and a job through a sandbox's attach stream, through the gate and directly.
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ from typing import Any
 
 import httpx
 
+from app.config import Settings
+from app.executor.sandbox import Sandbox, agent_job, container_options, create_container
+from app.languages import Registry
 from loadtest import procstat
-from tests.runbox_client import Service
+from tests.runbox_client import Service, gated
 
 HELLO = {"language": "python", "source": "print('hello, world')"}
 EXEC_CMD = ["python3", "-S", "-c", "print('hello, world')"]
@@ -165,7 +173,8 @@ def latency(args: argparse.Namespace) -> None:
         with floor_container(args.runtime) as container:
             inside = floor_inside(container, min(args.runs, 100))
             bare = floor_docker_exec(container, min(args.runs, 100))
-        print(f"\nlatency, runtime={args.runtime}, hello-world python, sequential, {shape(args)}")
+        via = "the engine's socket (--direct)" if args.direct else "the Docker gate"
+        print(f"\nlatency, runtime={args.runtime}, hello-world python, sequential, {shape(args)}, executor via {via}")
         print(row("runbox HTTP submit -> SSE result", ours))
         print(row("floor: python3 -S -c in container", inside))
         print(row("floor: bare docker exec", bare))
@@ -372,9 +381,83 @@ def languages(args: argparse.Namespace) -> None:
     with_service(args, body, RUNBOX_LANGUAGES=langs, RUNBOX_POOL_MIN="1", RUNBOX_POOL_SIZE="1", RUNBOX_POOL_MAX="2")
 
 
+def gate_round_trips(args: argparse.Namespace) -> None:
+    """The gate's cost per Docker API call and per job message, against the engine's socket."""
+    import docker
+
+    settings = Settings.from_env()
+    python = Registry.load(("python",), image_tag=settings.image_tag).get("python")
+    assert python is not None
+    gate_url = os.environ["RUNBOX_DOCKER_URL"]
+    clients = {"direct": docker.DockerClient(base_url=settings.engine_url),
+               "gate": docker.DockerClient(base_url=gate_url)}
+
+    def options(n: int) -> dict[str, Any]:
+        return container_options(
+            python, python.default_limits, runtime=args.runtime, engine_runtime=settings.engine_runtime(args.runtime),
+            executor_id=f"bench-gate-{os.getpid()}", cpus=1.0,
+            uid=settings.sandbox_uid_base + (os.getpid() * 3 + n) % settings.sandbox_uid_count,
+        )
+
+    sandbox = create_container(clients["gate"], options(0))
+    try:
+        rows = {}
+        for name, client in clients.items():
+            for what, call in (("inspect", lambda c=client: c.api.inspect_container(sandbox.id)),
+                               ("ping", lambda c=client: c.api.ping())):
+                for _ in range(20):
+                    call()
+                times = []
+                for _ in range(args.runs):
+                    t = time.perf_counter()
+                    call()
+                    times.append(time.perf_counter() - t)
+                rows[(what, name)] = times
+        jobs = asyncio.run(attach_jobs(clients, python, options, args.runtime, min(args.runs, 200)))
+    finally:
+        sandbox.remove(force=True)
+    print(f"\nDocker gate overhead, {args.runs} calls each, sequential")
+    for what in ("inspect", "ping"):
+        for name in ("direct", "gate"):
+            print(row(f"{what} {name}", rows[(what, name)]))
+        extra = (pct(rows[(what, "gate")], 50) - pct(rows[(what, "direct")], 50)) * 1000
+        print(f"  gate adds p50 {extra:.2f} ms per {what}")
+    for name in ("direct", "gate"):
+        print(row(f"job over the attach stream, {name}", jobs[name]))
+    extra = (pct(jobs["gate"], 50) - pct(jobs["direct"], 50)) * 1000
+    print(f"  gate adds p50 {extra:.2f} ms per job (target <= 2 ms)")
+
+
+async def attach_jobs(
+    clients: dict[str, Any], python: Any, options: Callable[[int], dict[str, Any]], runtime: str, runs: int
+) -> dict[str, list[float]]:
+    """Hello-world jobs sent to a sandbox's agent over its attach stream, one sandbox per client,
+    alternating between them so that both see the same load; seconds each."""
+    sandboxes = {name: Sandbox(client, python, python.default_limits, options(i + 1))
+                 for i, (name, client) in enumerate(clients.items())}
+    times: dict[str, list[float]] = {name: [] for name in sandboxes}
+    try:
+        for sandbox in sandboxes.values():
+            await sandbox.start()
+        files = [{"name": python.source_file, "content": "print('hello, world')"}]
+        for i in range(runs + 10):
+            for name, sandbox in sandboxes.items():
+                t = time.perf_counter()
+                job = agent_job(f"b{i}", python, python.default_limits, files, "", (), runtime)
+                async for message in sandbox.run(job, 30):
+                    assert message.get("status", "completed") == "completed", message
+                if i >= 10:
+                    times[name].append(time.perf_counter() - t)
+                assert await sandbox.wait_ready()
+    finally:
+        for sandbox in sandboxes.values():
+            await sandbox.destroy()
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench")
-    parser.add_argument("what", choices=["latency", "throughput", "warmup", "languages", "storm", "judge"])
+    parser.add_argument("what", choices=["latency", "throughput", "warmup", "languages", "storm", "judge", "gate"])
     parser.add_argument("--cases", type=int, default=20, help="judge: test cases per job")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60)
@@ -385,16 +468,27 @@ def main() -> None:
     parser.add_argument("--url", default="")
     parser.add_argument("--split", action="store_true", help="gateway and executor in separate processes")
     parser.add_argument("--executor", default="", help="with --url: the executor's RUNBOX_EXECUTOR_NAME")
+    parser.add_argument("--direct", action="store_true", help="executors use the engine's socket, not a gate")
     args = parser.parse_args()
     if args.what == "languages" and args.runs == 200:
         args.runs = 5
+    if args.direct or args.url:
+        os.environ["RUNBOX_DOCKER_URL"] = Settings.from_env().engine_url
+        dispatch(args)
+        return
+    with gated():
+        dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> None:
     if args.what == "storm":
         from loadtest import storm
 
         with_service(args, lambda target: storm.run(target.url, args.jobs, args.concurrency, HEADERS),
                      **storm.ENV)
         return
-    run = {"latency": latency, "throughput": throughput, "warmup": warmup, "languages": languages, "judge": judge}
+    run = {"latency": latency, "throughput": throughput, "warmup": warmup, "languages": languages, "judge": judge,
+           "gate": gate_round_trips}
     run[args.what](args)
 
 

@@ -22,7 +22,7 @@ import time
 
 import httpx
 
-from tests.runbox_client import Client, Service, delete_prefixes
+from tests.runbox_client import Client, Service, delete_prefixes, gated
 from tests.test_faults import restart_docker
 
 JOBS = [
@@ -147,6 +147,11 @@ def main() -> None:
            "RUNBOX_ANONYMOUS_RATE_PER_S": "1000", "RUNBOX_ANONYMOUS_BURST": "1000",
            "RUNBOX_ANONYMOUS_MAX_CONCURRENT": "1000", "RUNBOX_QUEUE_MAX_LENGTH": "200",
            "RUNBOX_POOL_SIZE": "2", "RUNBOX_POOL_MAX": "3"}
+    with gated():
+        run(args, env)
+
+
+def run(args: argparse.Namespace, env: dict[str, str]) -> None:
     first = Service(roles="gateway", **env)
     gateways = [first, Service(roles="gateway", prefix=first.prefix, **env)]
     executors = [Service(roles="executor", prefix=first.prefix, **env) for _ in range(2)]

@@ -41,23 +41,54 @@ if ! docker info >/dev/null 2>&1; then
     if ! command -v dockerd >/dev/null 2>&1; then apt_install docker.io; fi
 fi
 
-# --- gVisor, registered as runtime "runsc" ---------------------------------------------------
+# --- gVisor -----------------------------------------------------------------------------------
+# Debian 12's runsc (a December 2022 snapshot) stays registered as "runsc". runbox uses a
+# current gVisor, Debian 13's, as "runbox-runsc" (RUNBOX_GVISOR_RUNTIME): its binary is taken
+# from the trixie package with apt's own tools, through a package list kept apart from the
+# system's (nothing of trixie is ever installed or upgraded), and run with --oci-seccomp so
+# the project's seccomp profile is enforced inside gVisor too.
 apt_install runsc iptables ca-certificates curl
+GVISOR_DIR=/usr/local/lib/runbox
+GVISOR_VERSION="0.0~20240729"
+install_gvisor() {
+    if [ -x "$GVISOR_DIR/runsc" ] && "$GVISOR_DIR/runsc" --version 2>/dev/null | grep -q "version $GVISOR_VERSION"; then
+        return 0
+    fi
+    log "installing gVisor $GVISOR_VERSION (Debian 13's runsc) as $GVISOR_DIR/runsc"
+    local state=/var/lib/runbox/apt-trixie work
+    $SUDO mkdir -p "$state/lists/partial" "$state/cache/archives/partial" /etc/runbox
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+        | $SUDO tee /etc/runbox/trixie.list >/dev/null
+    local apt_opts=(-o Dir::Etc::SourceList=/etc/runbox/trixie.list -o Dir::Etc::SourceParts=/dev/null
+        -o Dir::State::Lists="$state/lists" -o Dir::Cache="$state/cache"
+        -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null)
+    $SUDO apt-get "${apt_opts[@]}" update -qq
+    work="$(mktemp -d)"
+    (cd "$work" && $SUDO apt-get "${apt_opts[@]}" download "runsc=$GVISOR_VERSION*" >/dev/null 2>&1 \
+        || $SUDO apt-get "${apt_opts[@]}" download runsc >/dev/null)
+    dpkg-deb -x "$work"/runsc_*.deb "$work/x"
+    $SUDO install -D -m 0755 "$work/x/usr/bin/runsc" "$GVISOR_DIR/runsc"
+    rm -rf "$work"
+}
+install_gvisor
 DAEMON_JSON=/etc/docker/daemon.json
 want_daemon_json() {
-    python3 - "$DAEMON_JSON" <<'PY'
+    python3 - "$DAEMON_JSON" "$GVISOR_DIR/runsc" <<'PY'
 import json, sys, os
-path = sys.argv[1]
+path, gvisor = sys.argv[1], sys.argv[2]
 cfg = {}
 if os.path.exists(path):
     with open(path) as f:
         text = f.read()
     cfg = json.loads(text) if text.strip() else {}
 runtimes = cfg.setdefault("runtimes", {})
-want = {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}
-if runtimes.get("runsc") == want:
+want = {
+    "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]},
+    "runbox-runsc": {"path": gvisor, "runtimeArgs": ["--network=none", "--oci-seccomp"]},
+}
+if all(runtimes.get(name) == spec for name, spec in want.items()):
     sys.exit(0)
-runtimes["runsc"] = want
+runtimes.update(want)
 os.makedirs(os.path.dirname(path), exist_ok=True)
 with open(path, "w") as f:
     json.dump(cfg, f, indent=2)
@@ -76,11 +107,12 @@ if ! docker info >/dev/null 2>&1; then
     fi
     wait_for 60 "the Docker engine" docker info
 elif [ "$changed" = 10 ]; then
-    log "reloading dockerd for the runsc runtime"
-    $SUDO pkill -HUP -x dockerd || true
+    # SIGHUP reloads the runtimes; running containers are not touched (never restart dockerd).
+    log "reloading dockerd for the gVisor runtimes"
+    $SUDO kill -HUP "$(pidof dockerd)" || true
     sleep 1
 fi
-wait_for 30 "runsc in docker info" sh -c "docker info 2>/dev/null | grep -q runsc"
+wait_for 30 "runbox-runsc in docker info" sh -c "docker info 2>/dev/null | grep -q runbox-runsc"
 
 # --- RabbitMQ ---------------------------------------------------------------------------------
 apt_install rabbitmq-server

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stand runbox up on this host: prepare it (scripts/setup.sh), then start one process with
-# both roles (gateway and executor) against the local RabbitMQ and Docker engine.
+# Stand runbox up on this host: prepare it (scripts/setup.sh), start the Docker gate (the only
+# process holding the engine's socket), then one process with both roles (gateway and
+# executor) against the local RabbitMQ, reaching the engine only through the gate's socket.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
@@ -17,6 +18,24 @@ if [ -f "$RUN_DIR/runbox.pid" ] && kill -0 "$(cat "$RUN_DIR/runbox.pid")" 2>/dev
     exit 0
 fi
 cd "$ROOT"
+
+# The gate: its Docker API on a Unix socket, its /healthz, /readyz and /metrics on GATE_PORT.
+GATE_PORT="${GATE_PORT:-8079}"
+export RUNBOX_GATE_SOCKET="${RUNBOX_GATE_SOCKET:-$RUN_DIR/gate.sock}"
+export RUNBOX_DOCKER_URL="unix://$RUNBOX_GATE_SOCKET"
+if ! { [ -f "$RUN_DIR/gate.pid" ] && kill -0 "$(cat "$RUN_DIR/gate.pid")" 2>/dev/null; }; then
+    RUNBOX_PORT="$GATE_PORT" nohup "$ROOT/.venv/bin/python" -m app gate >>"$(dirname "$LOG")/gate.log" 2>&1 &
+    echo $! >"$RUN_DIR/gate.pid"
+    for _ in $(seq 1 60); do
+        curl -fsS "http://$RUNBOX_HOST:$GATE_PORT/readyz" >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    if ! curl -fsS "http://$RUNBOX_HOST:$GATE_PORT/readyz" >/dev/null 2>&1; then
+        echo "the Docker gate did not start; see $(dirname "$LOG")/gate.log" >&2
+        exit 1
+    fi
+fi
+
 nohup "$ROOT/.venv/bin/python" -m app serve >>"$LOG" 2>&1 &
 echo $! >"$RUN_DIR/runbox.pid"
 for _ in $(seq 1 240); do
@@ -27,7 +46,8 @@ runbox is up at $URL   (pid $(cat "$RUN_DIR/runbox.pid"), log $LOG)
   playground:  $URL/
   try it:      curl -s -XPOST $URL/api/v1/jobs -d '{"language":"python","source":"print(42)"}'
   follow it:   curl -N $URL/api/v1/jobs/<id>/events
-  stop it:     kill \$(cat $RUN_DIR/runbox.pid)
+  gate:        http://$RUNBOX_HOST:$GATE_PORT/metrics (Docker API on $RUNBOX_GATE_SOCKET)
+  stop it:     kill \$(cat $RUN_DIR/runbox.pid) \$(cat $RUN_DIR/gate.pid)
 MSG
         exit 0
     fi

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.runbox_client import CREATED_PREFIXES, Client, Service, delete_prefixes
+from tests.runbox_client import CREATED_PREFIXES, Client, Service, delete_prefixes, start_gate
 
 
 def _require(cmd: list[str], what: str) -> None:
@@ -21,11 +21,26 @@ def _require(cmd: list[str], what: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def real_stack() -> None:
-    """RabbitMQ and the Docker engine must answer; on CI their absence is a failure, not a skip."""
+def docker_gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
+    """The session's Docker gate process and the ``RUNBOX_DOCKER_URL`` of its socket."""
     _require(["docker", "info"], "the Docker engine")
+    gate, url = start_gate(tmp_path_factory.mktemp("gate"))
+    yield gate, url
+    gate.stop()
+
+
+@pytest.fixture(scope="session")
+def real_stack(docker_gate: tuple[Service, str]) -> Iterator[None]:
+    """RabbitMQ and the Docker engine must answer; on CI their absence is a failure, not a skip.
+
+    Executors reach the engine only through the Docker gate, as in production: every service
+    started from here on gets the gate's socket as RUNBOX_DOCKER_URL.
+    """
     _require(["rabbitmq-diagnostics", "-q", "check_port_connectivity"] if shutil.which("rabbitmq-diagnostics")
              else ["false"], "RabbitMQ")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RUNBOX_DOCKER_URL", docker_gate[1])
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -231,3 +233,31 @@ class Service:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def start_gate(directory: Path, **env: str) -> tuple[Service, str]:
+    """A Docker gate process (the only one holding the engine's socket) listening in ``directory``.
+
+    Returns the process and the ``RUNBOX_DOCKER_URL`` executors use to reach it.
+    """
+    socket_path = directory / "gate.sock"
+    gate = Service(roles="gate", RUNBOX_GATE_SOCKET=str(socket_path), **env).start(timeout=60)
+    return gate, f"unix://{socket_path}"
+
+
+@contextlib.contextmanager
+def gated(**env: str) -> Iterator[Service]:
+    """A Docker gate for this process's services: every Service made inside gets its socket."""
+    with tempfile.TemporaryDirectory(prefix="runbox-gate-") as directory:
+        gate, url = start_gate(Path(directory), **env)
+        previous = os.environ.get("RUNBOX_DOCKER_URL")
+        os.environ["RUNBOX_DOCKER_URL"] = url
+        try:
+            yield gate
+        finally:
+            if previous is None:
+                os.environ.pop("RUNBOX_DOCKER_URL", None)
+            else:
+                os.environ["RUNBOX_DOCKER_URL"] = previous
+            gate.stop()
+

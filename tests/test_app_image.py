@@ -1,10 +1,11 @@
 """End to end with the real Docker engine: the app image from the root Dockerfile runs a job.
 
-One container plays both roles (RUNBOX_ROLES=gateway,executor) with host networking, so it
-reaches the host's RabbitMQ on 127.0.0.1:5672 and serves on a free loopback port; it drives
-the host's engine through the mounted Docker socket, as the Pulumi executors do, and with the
-same hardening (read-only root, no capabilities, the image's non-root user plus the socket's
-group, never privileged). The image is rebuilt only when what it is built from changed.
+Two containers of the image, as Pulumi runs them: the Docker gate (RUNBOX_ROLES=gate), the only
+one with the engine's socket, and one playing gateway and executor with host networking, so it
+reaches the host's RabbitMQ on 127.0.0.1:5672 and serves on a free loopback port; it drives the
+host's engine only through the gate's socket, in a directory both mount. Both have the same
+hardening (read-only root, no capabilities, the image's non-root user plus the socket's group,
+never privileged). The image is rebuilt only when what it is built from changed.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,6 +150,41 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
     prefix = f"test-image-{token}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    hardened: dict[str, Any] = {
+        # The image's non-root user: the engine socket's group is enough (for the gate's too).
+        "group_add": [str(os.stat(SOCKET).st_gid)],
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,noexec,nosuid,nodev,size=64m"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "labels": {"runbox.test": "app-image"},
+    }
+    gate_dir = tempfile.mkdtemp(prefix="runbox-apptest-gate-")
+    os.chown(gate_dir, 0, os.stat(SOCKET).st_gid)
+    os.chmod(gate_dir, 0o770)
+    gate_port = free_port()
+    gate = client.containers.run(
+        app_image,
+        name=f"runbox-apptest-gate-{token}",
+        detach=True,
+        network_mode="host",
+        environment={
+            "RUNBOX_ROLES": "gate",
+            "RUNBOX_HOST": "127.0.0.1",
+            "RUNBOX_PORT": str(gate_port),
+            "RUNBOX_GATE_SOCKET": "/run/runbox/gate.sock",
+            "RUNBOX_GATE_SOCKET_GID": str(os.stat(SOCKET).st_gid),
+            "RUNBOX_ENGINE_URL": f"unix://{SOCKET}",
+        },
+        volumes={SOCKET: {"bind": SOCKET, "mode": "rw"}, gate_dir: {"bind": "/run/runbox", "mode": "rw"}},
+        **hardened,
+    )
+    try:
+        _wait_ready(gate, f"http://127.0.0.1:{gate_port}")
+    except BaseException:
+        gate.remove(force=True)
+        raise
     container = client.containers.run(
         app_image,
         name=f"runbox-apptest-{token}",
@@ -163,21 +201,16 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
             "RUNBOX_POOL_MIN": "1",
             "RUNBOX_POOL_SIZE": "1",
             "RUNBOX_POOL_MAX": "2",
+            "RUNBOX_DOCKER_URL": "unix:///run/runbox/gate.sock",
         },
-        volumes={SOCKET: {"bind": SOCKET, "mode": "rw"}},
-        # The executor stays the image's non-root user: the socket's group is enough.
-        group_add=[str(os.stat(SOCKET).st_gid)],
-        read_only=True,
-        tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=64m"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"],
-        privileged=False,
-        labels={"runbox.test": "app-image"},
+        volumes={gate_dir: {"bind": "/run/runbox", "mode": "ro"}},
+        **hardened,
     )
     try:
         container.reload()
         assert container.attrs["Config"]["User"] == "runbox:runbox"
         assert container.attrs["HostConfig"]["Privileged"] is False
+        assert "docker.sock" not in str(container.attrs["Mounts"])  # only the gate has the engine
         _wait_ready(container, url)
 
         response = httpx.post(
@@ -198,11 +231,13 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
             assert sandbox.attrs["HostConfig"]["NetworkMode"] == "none"
             assert sandbox.attrs["HostConfig"]["Privileged"] is False
     finally:
-        # SIGTERM first: the executor drains and removes its own sandboxes.
+        # SIGTERM first: the executor drains and removes its own sandboxes (through the gate).
         with contextlib.suppress(docker.errors.APIError):
             container.stop(timeout=45)
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
+        for stopped in (container, gate):
+            with contextlib.suppress(docker.errors.APIError):
+                stopped.remove(force=True)
+        shutil.rmtree(gate_dir, ignore_errors=True)
         for leftover in client.containers.list(all=True, filters={"label": f"runbox.executor={executor_name}"}):
             with contextlib.suppress(docker.errors.APIError):
                 leftover.remove(force=True)

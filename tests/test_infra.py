@@ -270,13 +270,25 @@ def program(monitoring_files: dict[str, str]) -> Program:
 
 
 # --- the Docker socket, privileges, identity -------------------------------------------------------
-def test_only_executors_mount_the_docker_socket(program: Program) -> None:
+def test_only_the_gate_mounts_the_docker_socket(program: Program) -> None:
+    (gate,) = program.role("gate")
+    for container in program.containers:
+        assert mounts_socket(container) == (container is gate), container.name
+    assert env(gate)["RUNBOX_ROLES"] == "gate"
+    assert env(gate)["RUNBOX_ENGINE_URL"] == "unix:///var/run/docker.sock"
+    socket_dir = next(v for v in gate.inputs["volumes"] if v["containerPath"] == "/run/runbox")
     executors = program.role("executor")
     assert len(executors) == 2
-    for container in program.containers:
-        assert mounts_socket(container) == (labels(container)["runbox.role"] == "executor"), container.name
     for executor in executors:
-        assert env(executor)["RUNBOX_DOCKER_URL"] == "unix:///var/run/docker.sock"
+        # The executor reaches the engine only through the gate's socket, in a read-only mount.
+        assert env(executor)["RUNBOX_DOCKER_URL"] == "unix://" + env(gate)["RUNBOX_GATE_SOCKET"]
+        assert executor.inputs["volumes"] == [
+            {"hostPath": socket_dir["hostPath"], "containerPath": "/run/runbox", "readOnly": True}
+        ]
+    assert not [v for v in gate.inputs["volumes"] if "runsc" in v["hostPath"] and not v.get("readOnly")]
+    # The gate's API is on its socket, never on a network: no published port, the backend only.
+    assert not gate.inputs.get("ports")
+    assert [n["name"] for n in gate.inputs["networksAdvanced"]] == [program.exports["networks"]["backend"]]
 
 
 def test_gateways_do_not_get_the_docker_socket(program: Program) -> None:
@@ -302,7 +314,7 @@ def test_no_container_is_privileged_or_shares_host_namespaces(program: Program) 
 
 
 def test_app_containers_are_hardened(program: Program) -> None:
-    for container in program.role("gateway") + program.role("executor"):
+    for container in program.role("gateway") + program.role("executor") + program.role("gate"):
         inputs = container.inputs
         assert inputs["readOnly"] is True
         assert inputs["capabilities"]["drops"] == ["ALL"]
@@ -310,14 +322,16 @@ def test_app_containers_are_hardened(program: Program) -> None:
         assert inputs["stopTimeout"] >= 35  # the app drains for up to 30 s on SIGTERM
 
 
-def test_executors_run_as_the_docker_group_or_root(program: Program) -> None:
-    for executor in program.role("executor"):
-        assert executor.inputs["user"] == "10000:10000"
-        assert executor.inputs["groupAdds"] == ["998"]
+def test_executors_and_the_gate_run_as_the_docker_group_or_root(program: Program) -> None:
+    for container in program.role("executor") + program.role("gate"):
+        assert container.inputs["user"] == "10000:10000"
+        assert container.inputs["groupAdds"] == ["998"]
+    (gate,) = program.role("gate")
+    assert env(gate)["RUNBOX_GATE_SOCKET_GID"] == "998"  # the executors' group may use its socket
     as_root = run_program({"runbox:monitoring": "false"})
-    for executor in as_root.role("executor"):
-        assert executor.inputs["user"] == "0:0"
-        assert not executor.inputs.get("privileged")
+    for container in as_root.role("executor") + as_root.role("gate"):
+        assert container.inputs["user"] == "0:0"
+        assert not container.inputs.get("privileged")
 
 
 # --- secrets ---------------------------------------------------------------------------------------
@@ -460,13 +474,13 @@ def test_executors_have_stable_names_and_their_runtime(program: Program) -> None
 
 
 def test_every_runbox_variable_is_one_the_app_reads(program: Program) -> None:
-    for container in program.role("gateway") + program.role("executor"):
+    for container in program.role("gateway") + program.role("executor") + program.role("gate"):
         unknown = {k for k in env(container) if k.startswith("RUNBOX_")} - SETTING_NAMES
         assert not unknown, (container.name, unknown)
 
 
 def test_restart_policies_are_set(program: Program) -> None:
-    assert len(program.containers) == 3 + 2 + 1 + 2  # gateways, executors, broker, Prometheus and Grafana
+    assert len(program.containers) == 3 + 2 + 1 + 1 + 2  # gateways, executors, gate, broker, Prometheus, Grafana
     for container in program.containers:
         assert container.inputs.get("restart") in ("unless-stopped", "always"), container.name
 
@@ -476,15 +490,15 @@ def test_prometheus_scrapes_every_gateway_and_executor(program: Program) -> None
     (prometheus,) = program.role("prometheus")
     config = yaml.safe_load(uploads(prometheus)[PROMETHEUS_CONFIG])
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"gateway", "executor", "rabbitmq", "prometheus"}  # "elsewhere" is not in the stack
-    for role in ("gateway", "executor"):
+    assert set(jobs) == {"gateway", "executor", "gate", "rabbitmq", "prometheus"}  # "elsewhere" is not in the stack
+    for role in ("gateway", "executor", "gate"):
         expected = [f"{c.inputs['name']}:{env(c)['RUNBOX_PORT']}" for c in program.role(role)]
         assert sorted(jobs[role]["static_configs"][0]["targets"]) == sorted(expected)
         assert "dns_sd_configs" not in jobs[role]
     (broker,) = program.role("broker")
     assert jobs["rabbitmq"]["static_configs"][0]["targets"] == [f"{broker.inputs['name']}:15692"]
     assert "rabbitmq_prometheus" in uploads(broker)["/etc/rabbitmq/enabled_plugins"]
-    assert len(scrape_targets(prometheus)) == 6
+    assert len(scrape_targets(prometheus)) == 7
     # the repo's settings for each job, and its job names (alerts select on them), are kept
     assert jobs["gateway"]["metrics_path"] == "/metrics"
     assert jobs["executor"]["scrape_interval"] == "10s"
@@ -510,9 +524,9 @@ def test_prometheus_follows_the_scaling() -> None:
     (prometheus,) = scaled.role("prometheus")
     (broker,) = scaled.role("broker")
     assert scrape_targets(prometheus) == {
-        f"{c.inputs['name']}:8080" for c in scaled.role("gateway") + scaled.role("executor")
+        f"{c.inputs['name']}:8080" for c in scaled.role("gateway") + scaled.role("executor") + scaled.role("gate")
     } | {f"{broker.inputs['name']}:15692"}
-    assert len(scrape_targets(prometheus)) == 6
+    assert len(scrape_targets(prometheus)) == 7
 
 
 def test_the_rendered_repo_config_passes_promtool(tmp_path: Path) -> None:
@@ -566,6 +580,7 @@ def test_the_repo_monitoring_files_render(program: Program) -> None:
         "runbox-test-gateway-1:8080",
         "runbox-test-executor-0:8080",
         "runbox-test-broker:15692",
+        "runbox-test-gate:8080",
     }
     (grafana,) = default.role("grafana")
     repo_dashboards = (

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
+from app import seccomp
 from app.config import ConfigError, Settings, hash_key
 from app.events import JobRecord
-from app.executor.sandbox import SANDBOX_UID, agent_job, container_options
+from app.executor.sandbox import GVISOR_HIDDEN_CGROUPS, MASKED_PATHS, Uids, agent_job, container_options
 from app.executor.scheduler import FairSlots
 from app.languages import LimitError, Limits, Registry
 from app.messages import Event, JobState, job_id_time, job_id_valid, new_job_id
@@ -66,21 +68,54 @@ def test_settings_from_env() -> None:
 
 
 def test_container_options_harden_every_sandbox(python) -> None:
-    opts = container_options(python, Limits(), runtime="runsc", executor_id="ex1", cpus=1.0)
+    opts = container_options(
+        python, Limits(), runtime="runsc", engine_runtime="runbox-runsc", executor_id="ex1", cpus=1.0, uid=200123
+    )
     assert opts["network_mode"] == "none"
     assert opts["read_only"] is True
     assert opts["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in opts["security_opt"]
-    assert opts["user"] == f"{SANDBOX_UID}:{SANDBOX_UID}"
+    assert f"seccomp={seccomp.profile('runsc')}" in opts["security_opt"]
+    assert opts["user"] == "200123:200123"
+    assert opts["labels"]["runbox.uid"] == "200123"
+    assert all("uid=200123,gid=200123" in opts["tmpfs"][path] for path in ("/work", "/tmp"))
+    # The counters of earlier jobs: masked for the engine, covered by empty tmpfs under gVisor.
+    assert set(MASKED_PATHS) <= set(opts["masked_paths"]) and "/proc/1/status" in opts["masked_paths"]
+    assert {p for p in opts["tmpfs"] if p.startswith("/sys/fs/cgroup")} == set(GVISOR_HIDDEN_CGROUPS)
     assert opts["mem_limit"] == opts["memswap_limit"]
     assert opts["pids_limit"] > 64
-    assert opts["runtime"] == "runsc"
+    assert opts["runtime"] == "runbox-runsc"
     assert opts["labels"]["runbox.executor"] == "ex1"
     assert "privileged" not in opts
     assert "volumes" not in opts and "mounts" not in opts
-    assert set(opts["tmpfs"]) == {"/work", "/tmp"}
     assert all("size=" in v and "nosuid" in v for v in opts["tmpfs"].values())
     assert opts["log_config"].type == "none"
+
+
+def test_sandbox_uids_are_distinct_and_come_back() -> None:
+    uids = Uids(300000, 64)
+    taken = {uids.take() for _ in range(64)}
+    assert len(taken) == 64 and all(300000 <= u < 300064 for u in taken)
+    uids.give(300010)
+    assert uids.take() == 300010
+
+
+def test_seccomp_profile_refuses_the_dangerous_calls() -> None:
+    for runtime in ("runc", "runsc"):
+        allowed = seccomp.allowed(runtime)
+        for call in ("io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd", "keyctl", "add_key",
+                     "request_key", "bpf", "perf_event_open", "init_module", "finit_module", "delete_module",
+                     "clock_settime", "clock_adjtime", "adjtimex", "settimeofday", "mount", "setns",
+                     "process_vm_readv", "process_vm_writev", "kexec_load"):
+            assert call not in allowed, (runtime, call)
+        assert {"read", "write", "execve", "clone", "ptrace"} <= allowed
+    ptrace_requests = {
+        rule["args"][0]["value"]
+        for rule in json.loads(seccomp.profile("runc"))["syscalls"] if rule["names"] == ["ptrace"]
+    }
+    assert 0 in ptrace_requests and seccomp.PTRACE_ATTACH not in ptrace_requests
+    assert seccomp.PTRACE_SEIZE not in ptrace_requests
+    assert "unshare" in seccomp.allowed("runsc") and "unshare" not in seccomp.allowed("runc")
 
 
 def test_agent_job_carries_limits(python) -> None:

@@ -27,7 +27,7 @@ import docker
 
 from app.config import Settings
 from app.executor.engine import ENGINE_ERRORS, OWNER_LABEL, owner_label
-from app.executor.sandbox import Sandbox, SandboxError, container_memory_mb, container_options
+from app.executor.sandbox import Sandbox, SandboxError, Uids, container_memory_mb, container_options
 from app.languages import Language, Limits
 from app.metrics import Metrics
 
@@ -46,18 +46,31 @@ def retry_delay(failures: int) -> float:
 
 
 class Budget:
-    """Memory shared by all pools of an executor; a pool warms a container only if it fits.
+    """Memory, container starts and sandbox uids shared by all pools of an executor.
 
-    When a pool with waiting jobs finds the budget spent, idle containers of other pools
-    are given up for it (those above their pool's minimum first), so idle languages cannot
-    starve a busy one.
+    A pool warms a container only if it fits. When a pool with waiting jobs finds the budget
+    spent, idle containers of other pools are given up for it (those above their pool's
+    minimum first), so idle languages cannot starve a busy one. A job with limits of its own
+    gets its container through the same budget and the same limit on concurrent starts.
     """
 
-    def __init__(self, total_mb: int) -> None:
+    def __init__(self, total_mb: int, uids: Uids) -> None:
         self.total_mb = total_mb
         self.used_mb = 0
         self.pools: list[Pool] = []
         self.starts = asyncio.Semaphore(CONCURRENT_STARTS)
+        self.uids = uids
+        self.freed = asyncio.Event()
+
+    async def reserve(self, mb: int, requester: Pool) -> None:
+        """Wait until ``mb`` fits, giving up idle containers (other pools' first) meanwhile."""
+        while self.used_mb + mb > self.total_mb and self.used_mb > 0:
+            if not self.reclaim(requester):
+                requester.shed_one()
+            self.freed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.freed.wait(), timeout=1.0)
+        self.used_mb += mb
 
     def reclaim(self, requester: Pool) -> bool:
         """Ask another pool to drop one idle container; True when one is on its way out."""
@@ -81,6 +94,7 @@ class Budget:
 
     def give(self, mb: int) -> None:
         self.used_mb = max(0, self.used_mb - mb)
+        self.freed.set()
 
 
 class Pool:
@@ -145,24 +159,28 @@ class Pool:
         self.metrics.pool_max.labels(name).set(self.maximum)
 
     # --- warming -----------------------------------------------------------------------------
-    def _options(self, limits: Limits) -> dict[str, object]:
+    def _options(self, limits: Limits, uid: int) -> dict[str, object]:
         options = container_options(
             self.language,
             limits,
             runtime=self.runtime,
+            engine_runtime=self.settings.engine_runtime(self.runtime),
             executor_id=self.settings.executor_id,
             cpus=self.settings.sandbox_cpus,
+            uid=uid,
         )
         # Host and pid of this process: lets a successor on the host remove what it leaves behind.
         options["labels"] = {**options["labels"], OWNER_LABEL: owner_label()}
         return options
 
     async def _new_sandbox(self, limits: Limits) -> Sandbox:
-        sandbox = Sandbox(self.client, self.language, limits, self._options(limits))
+        uid = self.budget.uids.take()
+        sandbox = Sandbox(self.client, self.language, limits, self._options(limits, uid))
         began = time.monotonic()
         try:
             await sandbox.start()
         except SandboxError:
+            self.budget.uids.give(uid)
             self.metrics.container_events.labels(self.language.key, "failed").inc()
             raise
         self.metrics.container_start.labels(self.language.key).observe(time.monotonic() - began)
@@ -278,10 +296,19 @@ class Pool:
         """A started, clean sandbox for a job with ``limits``; warm when the limits allow."""
         if not self.fits(limits):
             # Memory and process caps are fixed at container creation: a job asking for
-            # other values gets a fresh container of its own, removed after the job.
+            # other values gets a fresh container of its own, removed after the job. It is
+            # reserved in the executor's memory budget and started under the same limit on
+            # concurrent starts as a warm container, so such jobs cannot overcommit the host.
+            mb = container_memory_mb(self.language, limits)
             self.busy += 1
             try:
-                sandbox = await self._new_sandbox(limits)
+                await self.budget.reserve(mb, self)
+                try:
+                    async with self.budget.starts:
+                        sandbox = await self._new_sandbox(limits)
+                except BaseException:
+                    self.budget.give(mb)
+                    raise
             except BaseException:
                 self.busy -= 1
                 raise
@@ -329,8 +356,8 @@ class Pool:
     async def _remove(self, sandbox: Sandbox) -> None:
         with contextlib.suppress(*ENGINE_ERRORS):  # the budget must come back even if the engine is gone
             await sandbox.destroy()
-        if self.fits(sandbox.limits):
-            self.budget.give(self.memory_mb)
+        self.budget.uids.give(sandbox.uid)
+        self.budget.give(container_memory_mb(self.language, sandbox.limits))
         self.metrics.container_events.labels(self.language.key, "removed").inc()
         self._wakeup.set()
         self._report()

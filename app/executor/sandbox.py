@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -21,12 +22,12 @@ import docker
 import docker.errors
 from docker.types import LogConfig, Ulimit
 
+from app import seccomp
 from app.executor.engine import ENGINE_ERRORS
 from app.languages import Language, Limits
 
 log = logging.getLogger(__name__)
 
-SANDBOX_UID = 10001
 AGENT_MEMORY_MB = 48  # the agent's own share of a container's memory limit
 AGENT_PROCESSES = 8  # the agent, the scrub's helpers
 # Under gVisor the pids cgroup also counts the sandbox kernel's own threads, so it only
@@ -44,8 +45,63 @@ STDIN_WAIT_S = 5.0  # input may arrive just before the job it is for is written 
 MAX_AGENT_LINE = 32 * 1024 * 1024
 
 
+EXIT_POLL_S = 2.0  # how long a container whose stream ended may take to show as exited
+# Docker's own masked paths (engine 20.10), which a container that sets its own list loses.
+DOCKER_MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+)
+# What a reused container would show a job of the jobs before it: the agent's own accounting
+# (its children's CPU time in /proc/1/stat, its peak memory in /proc/1/status) and the
+# container's cumulative cgroup figures (peaks, fail and OOM counts, CPU and I/O totals).
+# The engine masks each one (a file reads empty, a directory lists nothing) for runc; gVisor
+# serves /proc and its cgroups itself, so there the cgroup directories are covered by empty
+# read-only tmpfs mounts instead. The agent keeps what it needs: memory.stat's current figures.
+COUNTER_PATHS = (
+    *(f"/proc/1/{name}" for name in ("stat", "status", "statm", "sched", "schedstat", "io", "smaps",
+                                     "smaps_rollup", "task")),
+    *(f"/sys/fs/cgroup/memory/memory.{name}" for name in (
+        "max_usage_in_bytes", "failcnt", "memsw.max_usage_in_bytes", "memsw.failcnt", "kmem.max_usage_in_bytes",
+        "kmem.failcnt", "kmem.tcp.max_usage_in_bytes", "kmem.tcp.failcnt", "oom_control", "numa_stat")),
+    "/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/cpu,cpuacct",
+    "/sys/fs/cgroup/blkio", "/sys/fs/cgroup/cpuset/cpuset.memory_pressure",
+    *(f"/sys/fs/cgroup/{name}" for name in (
+        "memory.peak", "memory.events", "memory.events.local", "memory.swap.peak", "memory.swap.events",
+        "memory.pressure", "pids.peak", "pids.events", "cpu.stat", "cpu.pressure", "io.stat", "io.pressure")),
+)
+MASKED_PATHS = (*DOCKER_MASKED_PATHS, *COUNTER_PATHS)
+GVISOR_HIDDEN_CGROUPS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct")
+
+
 class SandboxError(RuntimeError):
     """The container or its agent failed; the job did not get a fair run."""
+
+
+class Uids:
+    """Host uids for sandboxes, one per live container, so no two jobs share per-user kernel quotas.
+
+    Without user-namespace remapping a container's uid is the host's: inotify instances, POSIX
+    message queue bytes, pipe buffers and RLIMIT_NPROC are counted per uid across the host.
+    Uids are drawn at random from the range, so executors sharing a host rarely collide; the
+    Docker gate refuses a uid another live sandbox holds and the pool simply warms again.
+    """
+
+    def __init__(self, base: int, count: int) -> None:
+        self.base = base
+        self.count = count
+        self.used: set[int] = set()
+
+    def take(self) -> int:
+        if len(self.used) >= self.count:
+            raise SandboxError("no sandbox uid left in RUNBOX_SANDBOX_UID_BASE/_COUNT")
+        while True:
+            uid = self.base + random.randrange(self.count)
+            if uid not in self.used:
+                self.used.add(uid)
+                return uid
+
+    def give(self, uid: int) -> None:
+        self.used.discard(uid)
 
 
 def container_memory_mb(language: Language, limits: Limits) -> int:
@@ -55,18 +111,37 @@ def container_memory_mb(language: Language, limits: Limits) -> int:
 
 
 def container_options(
-    language: Language, limits: Limits, *, runtime: str, executor_id: str, cpus: float
+    language: Language,
+    limits: Limits,
+    *,
+    runtime: str,
+    executor_id: str,
+    cpus: float,
+    uid: int,
+    engine_runtime: str | None = None,
 ) -> dict[str, Any]:
     """Docker create options for a sandbox: every limit and hardening flag, in one place.
 
+    ``runtime`` is runbox's name (``runc`` or ``runsc``), ``engine_runtime`` the engine's name
+    for it (:meth:`Settings.engine_runtime`), ``uid`` the sandbox's own host uid (:class:`Uids`).
+
     - no network at all, so no route to the broker, the host or anything else;
-    - non-root user, every capability dropped, no-new-privileges (setuid binaries gain nothing);
+    - a host uid of its own, non-root, every capability dropped, no-new-privileges (setuid
+      binaries gain nothing), the project's seccomp profile (:mod:`app.seccomp`);
     - read-only root filesystem; the work dir, /tmp and /dev/shm are size-capped tmpfs;
     - memory equals memory+swap (no swap), a process cap, a CPU quota, open-file ulimit;
-    - a private IPC namespace and no Docker log, so a flood of output cannot fill the disk.
+    - a private IPC namespace and no Docker log, so a flood of output cannot fill the disk;
+    - the figures of earlier jobs hidden (:data:`COUNTER_PATHS`), so a reused container shows
+      a job nothing of the jobs before it. ``masked_paths`` is not a Docker SDK argument:
+      :func:`create_container` adds it to the engine's HostConfig.
     """
     memory = container_memory_mb(language, limits)
-    uid = SANDBOX_UID
+    tmpfs = {
+        "/work": f"rw,exec,nosuid,nodev,size={language.workdir_mb}m,uid={uid},gid={uid},mode=0700",
+        "/tmp": f"rw,exec,nosuid,nodev,size={TMP_MB}m,uid={uid},gid={uid},mode=0700",
+    }
+    if runtime == "runsc":
+        tmpfs.update({path: "ro,nosuid,nodev,noexec,size=4k,mode=0555" for path in GVISOR_HIDDEN_CGROUPS})
     return {
         "image": language.image,
         "user": f"{uid}:{uid}",
@@ -76,28 +151,38 @@ def container_options(
         "network_mode": "none",
         "read_only": True,
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
+        "security_opt": ["no-new-privileges:true", f"seccomp={seccomp.profile(runtime)}"],
         "pids_limit": limits.processes + AGENT_PROCESSES + (GVISOR_THREADS if runtime == "runsc" else 0),
         "mem_limit": f"{memory}m",
         "memswap_limit": f"{memory}m",
         "nano_cpus": int(cpus * 1e9),
-        "tmpfs": {
-            "/work": f"rw,exec,nosuid,nodev,size={language.workdir_mb}m,uid={uid},gid={uid},mode=0700",
-            "/tmp": f"rw,exec,nosuid,nodev,size={TMP_MB}m,uid={uid},gid={uid},mode=0700",
-        },
+        "tmpfs": tmpfs,
+        "masked_paths": list(MASKED_PATHS),
         "shm_size": f"{SHM_MB}m",
         "ulimits": [Ulimit(name="nofile", soft=1024, hard=1024), Ulimit(name="core", soft=0, hard=0)],
         "ipc_mode": "private",
         "hostname": "sandbox",
         "oom_score_adj": 500,
-        "runtime": runtime,
+        "runtime": engine_runtime or runtime,
         "log_config": LogConfig(type=LogConfig.types.NONE),
         "labels": {
             "runbox.role": "sandbox",
             "runbox.executor": executor_id,
             "runbox.language": language.key,
+            "runbox.uid": str(uid),
         },
     }
+
+
+def create_container(client: docker.DockerClient, options: dict[str, Any]) -> Any:
+    """Create a sandbox from :func:`container_options` (the SDK's arguments plus ``masked_paths``)."""
+    from docker.models.containers import _create_container_args  # the SDK's own argument mapping
+
+    options = dict(options)
+    masked = options.pop("masked_paths")
+    kwargs = _create_container_args({**options, "version": client.api.api_version})
+    kwargs["host_config"]["MaskedPaths"] = masked
+    return client.containers.get(client.api.create_container(**kwargs)["Id"])
 
 
 def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[str, str]],
@@ -141,20 +226,25 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
         steps[-1].update(stream=False, separate_stderr=True, cases=[{"stdin": c} for c in cases], budget_s=budget_s)
     elif interactive:
         steps[-1].update(interactive=True, idle_s=idle_s)
+    for step in steps:
+        # The cgroup bounds job and agent together (and a compile-sized container lets a run
+        # step use the compile budget): the agent measures every step, memory held in files
+        # and memfds included, and kills it at its own limit.
+        step["watch_memory_kb"] = int(step["memory_mb"]) * 1024
     if runtime == "runsc":
         for step in steps:
             step["nproc"] = limits.processes + 1  # the agent runs as the same user
             # gVisor gives the scrub no way to list System V objects or POSIX message queues:
             # each step gets an IPC namespace of its own, which ends with the step.
             step["ipc_namespace"] = True
-    elif container_memory_mb(language, limits) > limits.memory_mb + AGENT_MEMORY_MB:
-        # The container is sized for a bigger compile step, so the cgroup alone would let the
-        # run step use that much: the agent measures the run step and kills it at its limit.
-        # (Not under gVisor, whose resident-set figures count untouched mappings.)
-        steps[-1]["watch_memory_kb"] = limits.memory_mb * 1024
     # A fresh secret the agent echoes in every message of this job: a line without it was
     # written by the job itself (gVisor lets it open the agent's stdout via /proc/1/fd).
     return {"id": job_id, "files": files, "env": language.env, "steps": steps, "token": secrets.token_hex(16)}
+
+
+def tampered(why: str) -> dict[str, Any]:
+    """The final message of a job that attacked its agent: ``failed`` once, never retried."""
+    return {"t": "done", "status": "failed", "error": f"{why}; the sandbox was discarded and the job not retried"}
 
 
 class Sandbox:
@@ -166,6 +256,7 @@ class Sandbox:
         self.limits = limits
         self.options = options
         self.container: Any = None
+        self.uid = int(options["labels"]["runbox.uid"])
         self.uses = 0
         self.dirty = False  # limits changed or the scrub failed: never reuse
         self._reader: asyncio.StreamReader | None = None
@@ -174,6 +265,7 @@ class Sandbox:
         self._partial: list[bytes] = []
         self._partial_len = 0
         self._token: str | None = None  # the running job's; None until the first job
+        self._next_auth: str | None = None  # the secret the next job message must carry (the agent checks)
         self._tokens = False  # the agent echoes job tokens (said in its first greeting)
         self.tampered = False
         self._lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -192,7 +284,7 @@ class Sandbox:
     async def start(self) -> None:
         """Create, attach, start, and wait for the agent's first ``ready``."""
         try:
-            self.container = await asyncio.to_thread(self.client.containers.create, **self.options)
+            self.container = await asyncio.to_thread(create_container, self.client, self.options)
             self._sock = await asyncio.to_thread(
                 self.container.attach_socket, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             )
@@ -253,10 +345,14 @@ class Sandbox:
                             continue
                         self._lines.put_nowait(message)
                 elif header[0] == 2:
+                    # The agent's own stderr is /dev/null once it has started; bytes here were
+                    # written by the job (gVisor lets it open /proc/1/fd/2), or the agent died.
                     log.warning(
                         "agent stderr",
                         extra={"container": self.short_id, "text": payload.decode(errors="replace")[:2000]},
                     )
+                    if self._token is not None:
+                        self._tamper("bytes on the agent's stderr")
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
@@ -271,6 +367,8 @@ class Sandbox:
         self.uses += 1
         if self._tokens:
             self._token = payload.get("token")
+        payload = {**payload, "auth": self._next_auth, "next": secrets.token_hex(16)}
+        self._next_auth = payload["next"]
         self._writer.write(json.dumps(payload, separators=(",", ":")).encode() + b"\n")
         self._job_id = payload.get("id")
         self._job_sent.set()
@@ -289,13 +387,21 @@ class Sandbox:
             remaining = end - time.monotonic()
             try:
                 message = await asyncio.wait_for(self._next(), max(remaining, 0.001))
-            except TimeoutError as exc:
+            except TimeoutError:
+                # The agent keeps its own wall clock and answers long before this deadline;
+                # silence past it means the job stopped or starved its agent (gVisor delivers
+                # SIGSTOP to init). Retrying would hand the same job another agent to stop.
                 self.dirty = True
-                raise SandboxError("the sandbox agent stopped answering") from exc
+                yield tampered("the job stopped its sandbox's agent: it did not answer within the job's deadline")
+                return
             if message is None:
                 self.dirty = True
                 if self.tampered:
-                    raise SandboxError("the job wrote into the sandbox agent's control channel")
+                    yield tampered("the job wrote into its sandbox agent's control channel")
+                    return
+                if await self._killed_by_signal():
+                    yield tampered("the job killed its sandbox's agent")
+                    return
                 raise SandboxError("the sandbox container exited during the job")
             yield message
             if message.get("t") == "done":
@@ -321,6 +427,25 @@ class Sandbox:
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             raise SandboxError(f"cannot write to the sandbox: {exc!r}") from exc
+
+    async def _killed_by_signal(self) -> bool:
+        """Whether the container ended by a signal (not the memory cgroup) while the engine is up.
+
+        Only the job (gVisor delivers ``kill -9 1``) or an operator signals a sandbox's init;
+        an engine restart makes the inspection fail, which leaves the job to be retried.
+        """
+        end = time.monotonic() + EXIT_POLL_S
+        while True:
+            try:
+                await asyncio.to_thread(self.container.reload)
+            except ENGINE_ERRORS:
+                return False
+            state = self.container.attrs.get("State", {})
+            if not state.get("Running"):
+                return not state.get("OOMKilled") and int(state.get("ExitCode", 0)) > 128
+            if time.monotonic() > end:
+                return False
+            await asyncio.sleep(0.05)
 
     async def wait_ready(self, timeout: float = 10.0) -> bool:
         """After a job: wait for the agent's scrub; True when the container is clean for reuse."""

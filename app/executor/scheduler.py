@@ -36,7 +36,7 @@ from app.callbacks import CallbackTask
 from app.config import Settings
 from app.executor.engine import ENGINE_ERRORS, EngineWatch, remove_orphans
 from app.executor.pool import Budget, Pool
-from app.executor.sandbox import Sandbox, SandboxError, agent_job
+from app.executor.sandbox import Sandbox, SandboxError, Uids, agent_job
 from app.interactive import StdinRouter
 from app.judging import Judgement
 from app.languages import Language, Registry
@@ -185,9 +185,11 @@ class Executor:
             base_url=settings.docker_url, version="1.41", timeout=60, max_pool_size=32
         )
         self.engine = EngineWatch(
-            self.client, {settings.runtime_for(lang.name) for lang in registry}, settings.engine_check_s
+            self.client,
+            {settings.engine_runtime(settings.runtime_for(lang.name)) for lang in registry},
+            settings.engine_check_s,
         )
-        self.budget = Budget(settings.memory_budget)
+        self.budget = Budget(settings.memory_budget, Uids(settings.sandbox_uid_base, settings.sandbox_uid_count))
         self.pools: dict[str, Pool] = {}
         self.slots = FairSlots(settings.running_slots)
         self.stdin = StdinRouter(settings, broker)

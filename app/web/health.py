@@ -51,6 +51,11 @@ async def healthz() -> Any:
 
 @bp.get("/readyz")
 async def readyz() -> Any:
+    gate = current_app.extensions.get("runbox.gate")
+    if gate is not None:
+        if not gate.serving:
+            return _unready("starting", "The Docker gate is not serving yet.")
+        return jsonify({"status": "ready", "runtimes": gate.versions})
     broker: Broker = current_app.extensions["runbox.broker"]
     if not broker.connected:
         return _unready("broker_unavailable", "RabbitMQ is not reachable.")

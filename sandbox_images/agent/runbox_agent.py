@@ -140,18 +140,30 @@ def other_processes() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
 
 
-def job_memory_kb() -> int:
-    """Resident anonymous and shared memory of every process but this one (kB)."""
-    total = 0
-    for pid in other_processes():
+# Where the memory a job holds is counted, whatever holds it: anonymous pages, files on the
+# tmpfs mounts, /dev/shm, memfds and System V segments are all "anon" or "shmem" pages of the
+# container's memory cgroup (v2, v1); gVisor counts all of them in its own AnonPages.
+MEMORY_SOURCES = (
+    ("/sys/fs/cgroup/memory.stat", (b"anon", b"shmem"), 1024),
+    ("/sys/fs/cgroup/memory/memory.stat", (b"total_rss", b"total_shmem"), 1024),
+    ("/proc/meminfo", (b"AnonPages:",), 1),
+)
+
+
+def held_memory_kb() -> int:
+    """Memory held in the container right now, in kB (-1 when no source can be read)."""
+    for path, keys, divisor in MEMORY_SOURCES:
         try:
-            with open(f"/proc/{pid}/status", "rb") as f:
+            with open(path, "rb") as f:
+                total = 0
                 for line in f:
-                    if line.startswith((b"RssAnon:", b"RssShmem:")):
-                        total += int(line.split()[1])
+                    name, _, value = line.partition(b" ")
+                    if name in keys:
+                        total += int(value.split()[0])
+            return total // divisor
         except (OSError, ValueError, IndexError):
             continue
-    return total
+    return -1
 
 
 class Control:
@@ -368,9 +380,12 @@ def run_step(step: dict, env: dict) -> dict:
         take_input()
         sel.register(0, selectors.EVENT_READ, CONTROL_KEY)
     killed_by = None
-    # A container sized for a bigger compile step lets the run step's memory grow past its
-    # own limit before the cgroup stops it: such a step is measured and killed at its limit.
+    # Every step is measured and killed at its own limit: the container's cgroup stops only
+    # the sum of job and agent (and a compile-sized container far later), and memory held in
+    # files (tmpfs, /dev/shm, memfds) belongs to no process a per-process count would see.
     watch_kb = int(step.get("watch_memory_kb") or 0)
+    held_before = held_memory_kb() if watch_kb else -1
+    watch_kb = watch_kb if held_before >= 0 else 0
     next_watch = 0.0
     open_readers = 1 + (proc.stderr is not None)
     while True:
@@ -390,7 +405,7 @@ def run_step(step: dict, env: dict) -> dict:
             deadline = now
         if watch_kb and killed_by is None and now >= next_watch:
             next_watch = now + WATCH_INTERVAL_S
-            seen = job_memory_kb()
+            seen = max(0, held_memory_kb() - held_before)
             usage["rss"] = max(usage["rss"], seen)
             if seen > watch_kb:
                 killed_by = "memory"
@@ -693,9 +708,18 @@ def checked_scrub() -> str | None:
         return f"scrub failed: {exc!r}"
 
 
+def close_stderr() -> None:
+    """Point fd 2 at /dev/null: gVisor lets a job open /proc/1/fd/2, and whatever it wrote
+    there would reach the executor; the agent reports every error in its own messages."""
+    null = os.open("/dev/null", os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+
+
 def main() -> None:
     global TOKEN, BUSY
     make_undumpable()
+    close_stderr()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.umask(0o077)
     # As PID 1 only handled signals arrive; TERM from the engine ends the container at once.
@@ -706,12 +730,16 @@ def main() -> None:
     os.chdir(WORK)
     leftover = checked_scrub()
     send({"t": "ready", "clean": leftover is None, "detail": leftover, "tokens": True})
+    # Each job names a secret the next job's message must carry: a job message without it was
+    # written by a job (gVisor lets one open /proc/1/fd/0 for writing), and the container ends
+    # here, before the line can run as a job or answer for the next one.
+    expected = None
     while (job := CONTROL.wait()) is not None:
         if job.get("t") == "stdin":
             continue  # input for an interactive job that has just ended
-        if "steps" not in job:
-            send({"t": "done", "status": "failed", "error": "agent received an undecodable job"})
-            continue
+        if "steps" not in job or (expected is not None and job.get("auth") != expected):
+            os._exit(3)
+        expected = job.get("next")
         TOKEN = job.get("token")
         BUSY = True
         try:

@@ -71,6 +71,12 @@ RECORD: list[dict[str, Any]] = []
 CURRENT = threading.local()
 
 
+def sandbox_uid(value: str | int) -> bool:
+    """Whether a uid is one of the host uids sandboxes get (one per container, never shared)."""
+    settings = Settings.from_env()
+    return settings.sandbox_uid_base <= int(value) < settings.sandbox_uid_base + settings.sandbox_uid_count
+
+
 def bridge_gateway() -> str:
     """The Docker host's address on the default bridge, read from ``docker network inspect bridge``."""
     out = subprocess.run(

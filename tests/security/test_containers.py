@@ -9,8 +9,10 @@ from typing import Any
 
 import docker.errors
 
-from app.executor.sandbox import AGENT_MEMORY_MB, SANDBOX_UID
-from tests.security.conftest import SECRET, Target
+from app import seccomp
+from app.config import Settings
+from app.executor.sandbox import AGENT_MEMORY_MB, GVISOR_HIDDEN_CGROUPS, MASKED_PATHS
+from tests.security.conftest import SECRET, Target, sandbox_uid
 
 HOST_NAMESPACE_MODES = {"host"}
 
@@ -49,6 +51,7 @@ def test_no_sandbox_is_privileged(target: Target) -> None:
         seen_fresh = False
         inspected = 0
         while not seen_fresh and time.monotonic() < deadline:
+            uids: dict[str, str] = {}  # the live sandboxes of this sweep, by uid
             for container in t.containers():
                 attrs = inspect(t, container.id)
                 if attrs is None:
@@ -56,9 +59,15 @@ def test_no_sandbox_is_privileged(target: Target) -> None:
                 inspected += 1
                 assert_unprivileged(attrs)
                 host = attrs["HostConfig"]
-                assert host["Runtime"] == t.runtime, attrs["Name"]
-                assert attrs["Config"]["User"] == f"{SANDBOX_UID}:{SANDBOX_UID}", attrs["Name"]
-                assert set(host["Tmpfs"]) == {"/work", "/tmp"}, host["Tmpfs"]
+                assert host["Runtime"] == Settings.from_env().engine_runtime(t.runtime), attrs["Name"]
+                uid = attrs["Config"]["Labels"]["runbox.uid"]
+                assert attrs["Config"]["User"] == f"{uid}:{uid}" and sandbox_uid(uid), attrs["Name"]
+                uids.setdefault(uid, container.id)
+                assert uids[uid] == container.id, f"two live sandboxes share uid {uid}"
+                assert f"seccomp={seccomp.profile(t.runtime)}" in host["SecurityOpt"], attrs["Name"]
+                assert {"/work", "/tmp"} <= set(host["Tmpfs"]), host["Tmpfs"]
+                assert set(host["Tmpfs"]) - {"/work", "/tmp"} <= set(GVISOR_HIDDEN_CGROUPS), host["Tmpfs"]
+                assert set(MASKED_PATHS) <= set(host["MaskedPaths"]), attrs["Name"]
                 assert host["Memory"] == host["MemorySwap"] > 0 and host["PidsLimit"] > 0, attrs["Name"]
                 assert host["LogConfig"]["Type"] == "none", attrs["Name"]
                 env = "\n".join(attrs["Config"]["Env"] or [])
