@@ -766,6 +766,16 @@ def test_each_role_lands_on_the_hosts_that_carry_it(three_hosts: Program) -> Non
     assert {host_of(three_hosts, r) for r in sandbox_images} == {"h2", "h3"}, "sandbox images only where executors run"
 
 
+def test_every_executor_host_has_its_gate_and_only_gates_mount_the_socket(three_hosts: Program) -> None:
+    gates = three_hosts.role("gate")
+    assert sorted(host_of(three_hosts, g) for g in gates) == ["h2", "h3"], "one Docker gate per executor host"
+    for container in three_hosts.containers:
+        assert mounts_socket(container) == (container in gates), container.name
+    for executor in three_hosts.role("executor"):
+        (gate,) = [g for g in gates if host_of(three_hosts, g) == host_of(three_hosts, executor)]
+        assert env(executor)["RUNBOX_DOCKER_URL"] == "unix://" + env(gate)["RUNBOX_GATE_SOCKET"]
+
+
 def test_brokers_cluster_over_tls_with_their_own_credentials(three_hosts: Program) -> None:
     brokers = three_hosts.role("broker")
     for broker in brokers:
