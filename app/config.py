@@ -94,6 +94,10 @@ class Settings:
     max_body_kb: int = 2048
     body_timeout_s: float = 10.0  # a request body must arrive within this long (408)
     retry_after_s: int = 2
+    # An executor gathers a job's events this long and publishes them as one message, so a
+    # short job's started, output and result are one publish; output of a long one streams at
+    # this interval. 0: publish every event at once.
+    event_linger_ms: int = 20
     # Submissions one gateway handles at once (admitted, not yet answered); more are shed at
     # once with 503 + Retry-After instead of waiting inside the gateway. 0: no bound.
     max_pending_submits: int = 64

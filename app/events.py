@@ -352,10 +352,11 @@ class EventLog:
 
     async def follow(
         self, job_id: str, after: int = 0, idle_s: float = 15.0
-    ) -> AsyncIterator[tuple[int, Event, JobState] | None]:
-        """Yield (sequence number, event, state so far) from event ``after + 1`` to the terminal one.
+    ) -> AsyncIterator[list[tuple[int, Event, JobState]] | None]:
+        """Yield lists of (sequence number, event, state so far) from event ``after + 1`` to the terminal one.
 
-        Yields None after ``idle_s`` without events, so a stream can send a keep-alive.
+        Each list holds every event known when it is yielded, so a client can be sent them in
+        one write. Yields None after ``idle_s`` without events, so a stream can send a keep-alive.
         """
         record = await self.record(job_id)
         if record is None:
@@ -363,10 +364,11 @@ class EventLog:
         sent = after
         while True:
             record = self._records.get(job_id, record)
-            while sent < len(record.events):
-                event = record.events[sent]
-                sent += 1
-                yield sent, record.resolve(event), record.state
+            if sent < len(record.events):
+                batch = [(seq, record.resolve(record.events[seq - 1]), record.state)
+                         for seq in range(sent + 1, len(record.events) + 1)]
+                sent = len(record.events)
+                yield batch
             if record.state.terminal:
                 return
             try:

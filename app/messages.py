@@ -157,6 +157,12 @@ class Event:
     def decode(cls, body: bytes) -> Event:
         return cls(**json.loads(body))
 
+    @classmethod
+    def decode_many(cls, body: bytes) -> list[Event]:
+        """The events of one stream message: one object, or a list of them published together."""
+        data = json.loads(body)
+        return [cls(**item) for item in data] if isinstance(data, list) else [cls(**data)]
+
 
 def terminal_state(
     job: Job, status: str, result: Result, started_at: float | None, finished_at: float

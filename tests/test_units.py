@@ -194,3 +194,32 @@ def test_a_gateway_sheds_submissions_beyond_its_bound_with_503_and_retry_after()
     second.release()
     third.release()
     assert admission.pending == 0
+
+
+def test_a_short_jobs_events_go_out_as_one_message_and_read_back_in_order() -> None:
+    from app.executor.scheduler import JobRun
+    from app.messages import Job
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.messages: list[list[Event]] = []
+
+        async def publish_events(self, events: list[Event]) -> None:
+            self.messages.append(list(events))
+
+    job = Job(id="j1", language="python", source="", limits=Limits())
+
+    async def scenario(linger_s: float) -> list[list[Event]]:
+        broker = Recorder()
+        run = JobRun(broker, job, 1, linger_s)  # type: ignore[arg-type]
+        run.emit("started", {"attempt": 1})
+        run.emit("stdout", {"data": "hi\n", "attempt": 1})
+        await run.finish({"status": "completed"})
+        return broker.messages
+
+    coalesced = asyncio.run(scenario(0.5))
+    assert [[e.name for e in m] for m in coalesced] == [["started", "stdout", "result"]]
+    body = b"[" + b",".join(e.encode() for e in coalesced[0]) + b"]"
+    assert [(e.name, e.n) for e in Event.decode_many(body)] == [("started", 1), ("stdout", 2), ("result", 3)]
+    assert Event.decode_many(coalesced[0][0].encode())[0].name == "started"  # a lone event stays one object
+    assert [[e.name for e in m] for m in asyncio.run(scenario(0))] == [["started"], ["stdout"], ["result"]]
