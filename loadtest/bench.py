@@ -355,7 +355,7 @@ BEFORE_MS = {"python": 17, "bash": 8, "php": 22, "c": 49, "ruby": 65, "javascrip
 def languages(args: argparse.Namespace) -> None:
     from app.config import Settings
     from app.languages import Registry
-    from tests.test_languages import PROGRAMS
+    from tests.language_programs_more import ALL_PROGRAMS as PROGRAMS
 
     names = [n for n in Registry.load(image_tag=Settings.from_env().image_tag).names() if n in PROGRAMS]
 
