@@ -132,6 +132,11 @@ class CallbackSender:
         renderer = self.renderers.get(task.renderer)
         try:
             record = await self.events.record(task.job)
+            if record is not None and not record.state.terminal:
+                # The task can overtake the terminal event on its way through this gateway's
+                # reading of the stream (it was published after it): read up to now first.
+                await self.events.sync()
+                record = self.events.current(record)
         except BrokerUnavailable:
             return "not_ready"
         if renderer is None or record is None or not record.state.terminal:
