@@ -51,9 +51,9 @@ apt_install runsc iptables ca-certificates curl
 GVISOR_DIR=/usr/local/lib/runbox
 GVISOR_VERSION="0.0~20240729"
 install_gvisor() {
-    if [ -x "$GVISOR_DIR/runsc" ] && "$GVISOR_DIR/runsc" --version 2>/dev/null | grep -q "version $GVISOR_VERSION"; then
-        return 0
-    fi
+    local have=""
+    [ -x "$GVISOR_DIR/runsc" ] && have="$("$GVISOR_DIR/runsc" --version 2>/dev/null || true)"
+    case "$have" in *"version $GVISOR_VERSION"*) return 0 ;; esac
     log "installing gVisor $GVISOR_VERSION (Debian 13's runsc) as $GVISOR_DIR/runsc"
     local state=/var/lib/runbox/apt-trixie work
     $SUDO mkdir -p "$state/lists/partial" "$state/cache/archives/partial" /etc/runbox
