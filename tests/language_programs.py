@@ -30,7 +30,6 @@ class Programs:
     crash_signal: int | None = None
     crash_stderr: str = ""
     syntax_error: str = ""  # compiled languages only
-    takes_args: bool = True  # False: the echo job gets no arguments and prints "args=" alone
 
 
 PROGRAMS: dict[str, Programs] = {

@@ -123,19 +123,6 @@ PROGRAMS_MORE: dict[str, Programs] = {
         crash_exit=1,
         crash_stderr="boom",
     ),
-    "clojure": Programs(
-        hello='(println "hello, world")\n',
-        echo=(
-            '(require \'[clojure.string :as str])\n'
-            '(println (str "args=" (str/join "|" *command-line-args*)))\n'
-            '(println (str "line=" (read-line)))\n'
-        ),
-        multi='(load-file "util.clj")\n\n(println (greet "runbox"))\n',
-        files={"util.clj": '(defn greet [name] (str "hello, " name))\n'},
-        crash='(throw (ex-info "boom" {}))\n',
-        crash_exit=1,
-        crash_stderr="boom",
-    ),
     "csharp": Programs(
         hello='using System;\n\nclass Program {\n    static void Main() {\n        Console.WriteLine("hello, world");\n    }\n}\n',
         echo=(
@@ -206,18 +193,6 @@ PROGRAMS_MORE: dict[str, Programs] = {
         crash_stderr="boom",
         syntax_error="void main() {\n    int x = ;\n}\n",
     ),
-    "elixir": Programs(
-        hello='IO.puts("hello, world")\n',
-        echo=(
-            'line = IO.gets("") |> to_string() |> String.trim_trailing("\\n")\n'
-            'IO.puts("args=" <> Enum.join(System.argv(), "|"))\nIO.puts("line=" <> line)\n'
-        ),
-        multi='Code.require_file("util.exs")\n\nIO.puts(Util.greet("runbox"))\n',
-        files={"util.exs": 'defmodule Util do\n  def greet(name), do: "hello, " <> name\nend\n'},
-        crash='raise "boom"\n',
-        crash_exit=1,
-        crash_stderr="boom",
-    ),
     "erlang": Programs(
         hello='main(_) ->\n    io:format("hello, world~n").\n',
         echo=(
@@ -255,15 +230,6 @@ PROGRAMS_MORE: dict[str, Programs] = {
         crash_stderr="boom",
         syntax_error="program broken\n    integer :: x =\nend program broken\n",
     ),
-    "groovy": Programs(
-        hello='println "hello, world"\n',
-        echo='def line = System.in.newReader().readLine()\nprintln "args=" + args.join("|")\nprintln "line=" + line\n',
-        multi='evaluate(new File("util.groovy"))\n\nprintln greet("runbox")\n',
-        files={"util.groovy": 'greet = { name -> "hello, " + name }\n'},
-        crash='throw new IllegalStateException("boom")\n',
-        crash_exit=1,
-        crash_stderr="boom",
-    ),
     "haskell": Programs(
         hello='main :: IO ()\nmain = putStrLn "hello, world"\n',
         echo=(
@@ -278,179 +244,6 @@ PROGRAMS_MORE: dict[str, Programs] = {
         crash_stderr="boom",
         syntax_error='main :: IO ()\nmain = putStrLn (\n',
     ),
-    "kotlin": Programs(
-        hello='fun main() {\n    println("hello, world")\n}\n',
-        echo=(
-            "fun main(args: Array<String>) {\n    val line = readLine() ?: \"\"\n"
-            '    println("args=" + args.joinToString("|"))\n    println("line=" + line)\n}\n'
-        ),
-        multi='fun main() {\n    println(greet("runbox"))\n}\n',
-        files={"util.kt": 'fun greet(name: String): String = "hello, " + name\n'},
-        crash='fun main() {\n    throw IllegalStateException("boom")\n}\n',
-        crash_exit=1,
-        crash_stderr="boom",
-        syntax_error="fun main() {\n    val x = \n}\n",
-    ),
-    "lua": Programs(
-        hello='print("hello, world")\n',
-        echo='local line = io.read("l")\nprint("args=" .. table.concat(arg, "|"))\nprint("line=" .. line)\n',
-        multi='local util = require("util")\n\nprint(util.greet("runbox"))\n',
-        files={"util.lua": 'local M = {}\n\nfunction M.greet(name)\n    return "hello, " .. name\nend\n\nreturn M\n'},
-        crash='error("boom")\n',
-        crash_exit=1,
-        crash_stderr="boom",
-    ),
-    # Objective-C is a superset of C: the C programs, plus a second file in Objective-C.
-    "objectivec": Programs(
-        hello=PROGRAMS["c"].hello,
-        echo=PROGRAMS["c"].echo,
-        multi='#include <stdio.h>\n#import "util.h"\n\nint main(void) {\n    printf("%s\\n", greet());\n    return 0;\n}\n',
-        files={"util.h": "const char *greet(void);\n", "util.m": '#import "util.h"\n\nconst char *greet(void) {\n    return "hello, runbox";\n}\n'},
-        crash=PROGRAMS["c"].crash,
-        crash_exit=3,
-        crash_stderr="boom",
-        syntax_error=PROGRAMS["c"].syntax_error,
-    ),
-    "ocaml": Programs(
-        hello='let () = print_endline "hello, world"\n',
-        echo=(
-            "let () =\n  let line = input_line stdin in\n"
-            '  let args = Array.to_list (Array.sub Sys.argv 1 (Array.length Sys.argv - 1)) in\n'
-            '  print_endline ("args=" ^ String.concat "|" args);\n  print_endline ("line=" ^ line)\n'
-        ),
-        multi="",
-        files={},
-        crash='let () = failwith "boom"\n',
-        crash_exit=2,
-        crash_stderr="boom",
-        syntax_error="let () = print_endline (\n",
-    ),
-    "octave": Programs(
-        hello='disp("hello, world")\n',
-        echo='line = fgetl(stdin);\nprintf("args=%s\\n", strjoin(argv(), "|"));\nprintf("line=%s\\n", line);\n',
-        multi='disp(greet("runbox"))\n',
-        files={"greet.m": 'function s = greet(name)\n  s = ["hello, " name];\nend\n'},
-        crash='error("boom")\n',
-        crash_exit=1,
-        crash_stderr="boom",
-    ),
-    "pascal": Programs(
-        hello="program Hello;\nbegin\n  writeln('hello, world');\nend.\n",
-        echo=(
-            "program Echo;\nvar\n  i: integer;\n  s, line: string;\nbegin\n  s := '';\n"
-            "  for i := 1 to ParamCount do\n  begin\n    if i > 1 then s := s + '|';\n    s := s + ParamStr(i);\n  end;\n"
-            "  readln(line);\n  writeln('args=', s);\n  writeln('line=', line);\nend.\n"
-        ),
-        multi="program Main;\nuses Util;\nbegin\n  writeln(Greet('runbox'));\nend.\n",
-        files={"util.pas": (
-            "unit Util;\n\ninterface\n\nfunction Greet(name: string): string;\n\nimplementation\n\n"
-            "function Greet(name: string): string;\nbegin\n  Greet := 'hello, ' + name;\nend;\n\nend.\n"
-        )},
-        crash="program Crash;\nbegin\n  writeln(StdErr, 'boom');\n  Halt(3);\nend.\n",
-        crash_exit=3,
-        crash_stderr="boom",
-        syntax_error="program Broken;\nbegin\n  x := ;\nend.\n",
-    ),
-    "perl": Programs(
-        hello='print "hello, world\\n";\n',
-        echo='my $line = <STDIN>;\nchomp $line;\nprint "args=" . join("|", @ARGV) . "\\n";\nprint "line=$line\\n";\n',
-        multi='require "./util.pl";\n\nprint greet("runbox"), "\\n";\n',
-        files={"util.pl": 'sub greet {\n    my ($name) = @_;\n    return "hello, $name";\n}\n\n1;\n'},
-        crash='die "boom\\n";\n',
-        crash_exit=255,
-        crash_stderr="boom",
-    ),
-    "prolog": Programs(
-        hello=":- initialization(main).\n\nmain :- write('hello, world'), nl.\n",
-        echo=(
-            ":- initialization(main).\n\n"
-            "read_chars(Cs) :- get_char(C), ( (C == end_of_file ; C == '\\n') -> Cs = [] ; Cs = [C|T], read_chars(T) ).\n"
-            "join([], _, '').\njoin([A], _, A).\njoin([A, B|T], S, R) :- join([B|T], S, R0), atom_concat(A, S, A1), atom_concat(A1, R0, R).\n\n"
-            "main :-\n    argument_list(Args), join(Args, '|', J), read_chars(Cs), atom_chars(L, Cs),\n"
-            "    write('args='), write(J), nl, write('line='), write(L), nl.\n"
-        ),
-        multi="",
-        files={},
-        crash=":- initialization(main).\n\nmain :- write(user_error, boom), nl(user_error), halt(3).\n",
-        crash_exit=3,
-        crash_stderr="boom",
-        syntax_error=":- initialization(main).\n\nmain :- write('x'\n",
-    ),
-    "r": Programs(
-        hello='cat("hello, world\\n")\n',
-        echo=(
-            'line <- readLines(file("stdin"), n = 1)\n'
-            'cat("args=", paste(commandArgs(trailingOnly = TRUE), collapse = "|"), "\\n", sep = "")\n'
-            'cat("line=", line, "\\n", sep = "")\n'
-        ),
-        multi='source("util.r")\n\ncat(greet("runbox"), "\\n", sep = "")\n',
-        files={"util.r": 'greet <- function(name) paste0("hello, ", name)\n'},
-        crash='stop("boom")\n',
-        crash_exit=1,
-        crash_stderr="boom",
-    ),
-    "racket": Programs(
-        hello='#lang racket/base\n(displayln "hello, world")\n',
-        echo=(
-            "#lang racket/base\n(require racket/string)\n"
-            "(define line (read-line))\n"
-            '(displayln (string-append "args=" (string-join (vector->list (current-command-line-arguments)) "|")))\n'
-            '(displayln (string-append "line=" line))\n'
-        ),
-        multi='#lang racket/base\n(require "util.rkt")\n(displayln (greet "runbox"))\n',
-        files={"util.rkt": '#lang racket/base\n(provide greet)\n(define (greet name) (string-append "hello, " name))\n'},
-        crash='#lang racket/base\n(error "boom")\n',
-        crash_exit=1,
-        crash_stderr="boom",
-    ),
-    "scala": Programs(
-        hello='object Main {\n  def main(args: Array[String]): Unit = {\n    println("hello, world")\n  }\n}\n',
-        echo=(
-            "object Main {\n  def main(args: Array[String]): Unit = {\n"
-            '    val line = scala.io.StdIn.readLine()\n    println("args=" + args.mkString("|"))\n'
-            '    println("line=" + line)\n  }\n}\n'
-        ),
-        multi='object Main {\n  def main(args: Array[String]): Unit = {\n    println(Util.greet("runbox"))\n  }\n}\n',
-        files={"util.scala": 'object Util {\n  def greet(name: String): String = "hello, " + name\n}\n'},
-        crash='object Main {\n  def main(args: Array[String]): Unit = {\n    throw new IllegalStateException("boom")\n  }\n}\n',
-        crash_exit=1,
-        crash_stderr="boom",
-        syntax_error="object Main {\n  def main(args: Array[String]): Unit = {\n    val x = \n  }\n}\n",
-    ),
-    "sql": Programs(
-        hello="SELECT 'hello, world';\n",
-        # sqlite3 reads its program from the file; the job's stdin arrives through .import.
-        echo="CREATE TABLE lines(text);\n.import /dev/stdin lines\nSELECT 'args=';\nSELECT 'line=' || text FROM lines WHERE rowid = 1;\n",
-        takes_args=False,
-        multi=".read util.sql\nSELECT greeting FROM greetings;\n",
-        files={"util.sql": "CREATE TABLE greetings AS SELECT 'hello, runbox' AS greeting;\n"},
-        crash="SELECT 'before';\nSELECT * FROM no_such_table;\nSELECT 'after';\n",
-        crash_exit=1,
-        crash_stderr="no such table",
-    ),
-    "tcl": Programs(
-        hello='puts "hello, world"\n',
-        echo='gets stdin line\nputs "args=[join $argv |]"\nputs "line=$line"\n',
-        multi='source util.tcl\n\nputs [greet runbox]\n',
-        files={"util.tcl": 'proc greet {name} {\n    return "hello, $name"\n}\n'},
-        crash='error "boom"\n',
-        crash_exit=1,
-        crash_stderr="boom",
-    ),
-    "scheme": Programs(
-        hello='(display "hello, world")\n(newline)\n',
-        echo=(
-            "(use-modules (ice-9 rdelim))\n"
-            "(define line (read-line))\n"
-            '(display (string-append "args=" (string-join (cdr (command-line)) "|")))\n(newline)\n'
-            '(display (string-append "line=" line))\n(newline)\n'
-        ),
-        multi='(load "util.scm")\n\n(display (greet "runbox"))\n(newline)\n',
-        files={"util.scm": '(define (greet name) (string-append "hello, " name))\n'},
-        crash="(error \"boom\")\n",
-        crash_exit=1,
-        crash_stderr="boom",
-    ),
     "awk": Programs(
         hello='BEGIN { print "hello, world" }\n',
         echo=(
@@ -462,19 +255,6 @@ PROGRAMS_MORE: dict[str, Programs] = {
         crash='BEGIN {\n    print "boom" > "/dev/stderr"\n    exit 3\n}\n',
         crash_exit=3,
         crash_stderr="boom",
-    ),
-    "nim": Programs(
-        hello='echo "hello, world"\n',
-        echo=(
-            "import std/[os, strutils]\n\nlet line = readLine(stdin)\n"
-            'echo "args=", commandLineParams().join("|")\necho "line=", line\n'
-        ),
-        multi='import util\n\necho greet("runbox")\n',
-        files={"util.nim": 'proc greet*(name: string): string = "hello, " & name\n'},
-        crash='raise newException(ValueError, "boom")\n',
-        crash_exit=1,
-        crash_stderr="boom",
-        syntax_error='echo "x" +\n',
     ),
     "ada": Programs(
         hello='with Ada.Text_IO;\n\nprocedure Main is\nbegin\n   Ada.Text_IO.Put_Line ("hello, world");\nend Main;\n',

@@ -54,7 +54,7 @@ def job_body(key: str, kind: str) -> dict[str, Any]:
     programs = programs_of(key)
     body: dict[str, Any] = {"language": unit.name, "version": unit.version, "source": getattr(programs, kind)}
     if kind == "echo":
-        body.update(stdin=STDIN, args=ARGS if programs.takes_args else [])
+        body.update(stdin=STDIN, args=ARGS)
     if kind == "multi":
         body["files"] = [{"name": name, "content": content} for name, content in programs.files.items()]
     return body
@@ -206,8 +206,7 @@ def test_stdin_and_args(jobs: Jobs, key: str) -> None:
     state, _ = jobs.get(key, "echo")
     assert state["status"] == "completed", describe(state)
     assert state["result"]["exit_code"] == 0, describe(state)
-    expected = ECHOED if programs_of(key).takes_args else ECHOED.replace("a|b c", "")
-    assert state["result"]["stdout"] == expected
+    assert state["result"]["stdout"] == ECHOED
 
 
 @pytest.mark.parametrize("key", MULTI)
@@ -298,8 +297,12 @@ VERSION_PROGRAMS = {
 }
 
 
-@pytest.mark.parametrize("key", [key for key in UNITS if unit_of(key).name in VERSION_PROGRAMS])
-def test_the_requested_version_runs(jobs: Jobs, key: str) -> None:
+# Generated only for the selected units that have a version program (an empty parameter set
+# would be reported as skipped); the units left out are named in pytest's summary.
+VERSION_UNITS = [key for key in UNITS if unit_of(key).name in VERSION_PROGRAMS]
+
+
+def _the_requested_version_runs(jobs: Jobs, key: str) -> None:
     """A job naming a version runs in that version's image, however the version is spelled."""
     unit = unit_of(key)
     series = ".".join(unit.version.split(".")[:2])
@@ -310,14 +313,19 @@ def test_the_requested_version_runs(jobs: Jobs, key: str) -> None:
         assert state["result"]["stdout"] == unit.version + "\n", version
 
 
+if VERSION_UNITS:
+    test_the_requested_version_runs = pytest.mark.parametrize("key", VERSION_UNITS)(_the_requested_version_runs)
+
+
 def test_unknown_version_is_refused(lang_service: Service) -> None:
+    unit = unit_of(UNITS[0])
     client = lang_service.client()
     try:
-        response = client.submit({"language": "python", "version": "2.7", "source": "print(1)"})
+        response = client.submit({"language": unit.name, "version": "0.0.1-nonexistent", "source": "x"})
         assert response.status_code == 400, response.text
         error = response.json()["error"]
-        assert error["code"] == "unknown_version" and "3.11.2" in error["message"]
-        response = client.submit({"language": "python", "version": 3, "source": "print(1)"})
+        assert error["code"] == "unknown_version" and unit.version in error["message"]
+        response = client.submit({"language": unit.name, "version": 3, "source": "x"})
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_version"
     finally:
         client.close()
