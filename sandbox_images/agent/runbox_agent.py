@@ -386,6 +386,10 @@ def run_step(step: dict, env: dict) -> dict:
     watch_kb = int(step.get("watch_memory_kb") or 0)
     held_before = held_memory_kb() if watch_kb else -1
     watch_kb = watch_kb if held_before >= 0 else 0
+    # The cgroup's figures are the host's and exact: they are the step's peak too. gVisor's
+    # AnonPages also counts memory it has committed but not yet backed, so there they only
+    # decide the kill (the peak stays the processes' own resident maximum).
+    exact = any(os.path.exists(path) for path, _, _ in MEMORY_SOURCES[:2])
     next_watch = 0.0
     open_readers = 1 + (proc.stderr is not None)
     while True:
@@ -406,7 +410,8 @@ def run_step(step: dict, env: dict) -> dict:
         if watch_kb and killed_by is None and now >= next_watch:
             next_watch = now + WATCH_INTERVAL_S
             seen = max(0, held_memory_kb() - held_before)
-            usage["rss"] = max(usage["rss"], seen)
+            if exact:
+                usage["rss"] = max(usage["rss"], seen)
             if seen > watch_kb:
                 killed_by = "memory"
         if killed_by is not None:

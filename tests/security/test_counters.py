@@ -110,7 +110,8 @@ LEAKY = ("max_usage", "peak", "failcnt", "oom_control", "events", "cpuacct", "cp
 def test_a_reused_container_shows_nothing_of_the_last_job(reuse_target: Target) -> None:
     t = reuse_target
     before = t.settle("python")
-    hog = t.run("python", "h = bytearray(200 << 20)\nh[::4096] = b'x' * len(h[::4096])\nimport os\nos.fork()\n")
+    hog = t.run("python", "h = bytearray(200 << 20)\nh[::4096] = b'x' * len(h[::4096])\nimport os\nos.fork()\n",
+                limits={"timeout_s": 20})
     assert hog["status"] == "completed", t.explain(hog)
     assert t.settle("python") == before  # the same container serves the next job
     state = t.run("python", READ_COUNTERS)
