@@ -25,9 +25,9 @@ from infra.executor import Executor, ExecutorArgs  # noqa: E402
 from infra.gate import Gate, GateArgs  # noqa: E402
 from infra.gateway import Gateway, GatewayArgs  # noqa: E402
 from infra.images import Images, ImagesArgs  # noqa: E402
-from infra.monitoring import Monitoring, MonitoringArgs  # noqa: E402
+from infra.monitoring import Monitoring  # noqa: E402
 from infra.network import Network, NetworkArgs  # noqa: E402
-from infra.topology import compose  # noqa: E402
+from infra.topology import compose, monitoring_args  # noqa: E402
 
 cfg = stack_config.load()
 
@@ -137,33 +137,14 @@ def one_host() -> None:
         pulumi.export("rabbitmq_management_url", f"http://{cfg.monitoring_bind_ip}:{cfg.broker_management_port}")
 
     if cfg.monitoring:
-        assert cfg.grafana_admin_password is not None  # required by config.load when monitoring is on
+        targets = {
+            "gateway": gateway.metrics_targets,
+            "executor": executor.metrics_targets,
+            "gate": gate.metrics_targets,
+            "rabbitmq": [broker.metrics_target],
+        }
         monitoring = Monitoring(
-            "monitoring",
-            MonitoringArgs(
-                prefix=cfg.prefix,
-                backend_network=net.backend.name,
-                edge_network=net.edge.name,
-                scrape_targets={
-                "gateway": gateway.metrics_targets,
-                "executor": executor.metrics_targets,
-                "gate": gate.metrics_targets,
-                "rabbitmq": [broker.metrics_target],
-            },
-                grafana_admin_password=cfg.grafana_admin_password,
-                prometheus_config=cfg.prometheus_config,
-                alert_rules=cfg.alert_rules,
-                dashboards_dir=cfg.dashboards_dir,
-                provisioning_dir=cfg.grafana_provisioning_dir,
-                prometheus_image=cfg.prometheus_image,
-                grafana_image=cfg.grafana_image,
-                bind_ip=cfg.monitoring_bind_ip,
-                prometheus_port=cfg.prometheus_port,
-                grafana_port=cfg.grafana_port,
-                # The UIs are reachable where they are bound: loopback by default, else the public host.
-                public_host=cfg.public_host if cfg.monitoring_bind_ip in ("0.0.0.0", "") else cfg.monitoring_bind_ip,
-                labels=cfg.labels,
-            ),
+            "monitoring", monitoring_args(cfg, net.backend.name, net.edge.name, targets, cfg.public_host, cfg.labels)
         )
         pulumi.export("prometheus_url", monitoring.prometheus_url)
         pulumi.export("grafana_url", monitoring.grafana_url)

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -30,6 +30,37 @@ from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 
 MAX_REPLICAS = 3
+
+
+def monitoring_args(
+    cfg: InfraConfig,
+    backend: pulumi.Input[str],
+    edge: pulumi.Input[str],
+    targets: Mapping[str, Sequence[str]],
+    public_host: str,
+    labels: Mapping[str, str],
+) -> MonitoringArgs:
+    """Prometheus and Grafana for ``targets`` (job name: ``host:port`` list), from the stack settings."""
+    assert cfg.grafana_admin_password is not None  # config.load requires it when monitoring is on
+    return MonitoringArgs(
+        prefix=cfg.prefix,
+        backend_network=backend,
+        edge_network=edge,
+        scrape_targets=targets,
+        grafana_admin_password=cfg.grafana_admin_password,
+        prometheus_config=cfg.prometheus_config,
+        alert_rules=cfg.alert_rules,
+        dashboards_dir=cfg.dashboards_dir,
+        provisioning_dir=cfg.grafana_provisioning_dir,
+        prometheus_image=cfg.prometheus_image,
+        grafana_image=cfg.grafana_image,
+        bind_ip=cfg.monitoring_bind_ip,
+        prometheus_port=cfg.prometheus_port,
+        grafana_port=cfg.grafana_port,
+        # The UIs are reachable where they are bound: loopback by default, else the public host.
+        public_host=public_host if cfg.monitoring_bind_ip in ("0.0.0.0", "") else cfg.monitoring_bind_ip,
+        labels=labels,
+    )
 
 
 def spread(count: int, hosts: Sequence[DockerHost]) -> dict[str, int]:
@@ -205,32 +236,17 @@ def compose(cfg: InfraConfig) -> Deployment:
 
     monitoring = None
     if cfg.monitoring:
-        assert cfg.grafana_admin_password is not None
         (h,) = [h for h in cfg.docker_hosts if h.has("monitoring")]
+        targets = {
+            "gateway": [t for g in gateways for t in g.metrics_targets],
+            "executor": [t for e in executors for t in e.metrics_targets],
+            "rabbitmq": [b.metrics_target for b in brokers],
+        }
+        net = nets[h.name]
         monitoring = Monitoring(
             f"{h.name}-monitoring",
-            MonitoringArgs(
-                prefix=cfg.prefix,
-                backend_network=nets[h.name].backend.name,
-                edge_network=nets[h.name].edge.name,
-                scrape_targets={
-                    "gateway": [t for g in gateways for t in g.metrics_targets],
-                    "executor": [t for e in executors for t in e.metrics_targets],
-                    "rabbitmq": [b.metrics_target for b in brokers],
-                },
-                grafana_admin_password=cfg.grafana_admin_password,
-                prometheus_config=cfg.prometheus_config,
-                alert_rules=cfg.alert_rules,
-                dashboards_dir=cfg.dashboards_dir,
-                provisioning_dir=cfg.grafana_provisioning_dir,
-                prometheus_image=cfg.prometheus_image,
-                grafana_image=cfg.grafana_image,
-                bind_ip=cfg.monitoring_bind_ip,
-                prometheus_port=cfg.prometheus_port,
-                grafana_port=cfg.grafana_port,
-                public_host=h.address if cfg.monitoring_bind_ip in ("0.0.0.0", "") else cfg.monitoring_bind_ip,
-                labels={**cfg.labels, "runbox.host": h.name},
-            ),
+            monitoring_args(cfg, net.backend.name, net.edge.name, targets, h.address,
+                            {**cfg.labels, "runbox.host": h.name}),
             hosts.opts(h),
         )
     return Deployment(hosts, brokers, gateways, executors, checks, monitoring)

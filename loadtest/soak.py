@@ -1,213 +1,210 @@
-"""A bounded soak run: mixed languages and attack programs under injected faults, then a ledger.
+"""A bounded soak in the production shape: mixed jobs under every fault, then a ledger.
 
-    python -m loadtest.soak --minutes 5 [--broker-restarts] [--docker-restarts]
+    python -m loadtest.soak --minutes 10 --cluster --docker-restarts
 
-Starts two gateways and two executors of its own (own queues, 127.0.0.1 only), submits a
-mix of ordinary jobs and attack programs from several clients for the given time while a
-fault injector SIGKILLs and SIGTERMs executors, kills a gateway, and optionally restarts
-RabbitMQ and the Docker engine. It then waits for every accepted job and prints a ledger:
-submitted, accepted, rejected by reason, terminal by status, lost, duplicated. Lost and
-duplicated must both be 0.
+Starts a three-node RabbitMQ cluster of its own (``scripts/rabbitmq-cluster.sh``; with
+``--cluster``) or uses the machine's default node, then two gateways and two executors as
+separate processes (the executors with the default identity, so two executors share this
+host), all on queues of their own, 127.0.0.1 only. Several clients submit a mix of ordinary
+jobs (each printing a fresh nonce, so a wrong or missing output is caught) and attack programs
+for the given time while an injector, every ``--fault-every`` seconds, picks one of:
+
+- SIGKILL an executor (a replacement starts with a new identity and cleans up after it),
+- SIGTERM an executor (it drains),
+- SIGKILL a gateway (restarted),
+- with ``--cluster``: SIGKILL the node leading the job queue or the event stream, then revive it;
+  without: ``rabbitmqctl stop_app`` / ``start_app`` of the default node,
+- with ``--docker-restarts``: stop the Docker engine for a few seconds and start it again.
+
+After each fault it measures how long until every process answers ``/readyz`` 200 again.
+Then it follows every accepted job through both gateways and prints the ledger: submitted,
+accepted, refused by reason, terminal by status, lost, duplicated, wrong. The engine and
+default-node faults disturb the whole machine: run it under the exclusive stack lock.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import random
 import signal
 import subprocess
 import threading
 import time
+from typing import Any
 
-import httpx
-
-from tests.runbox_client import Client, Service, delete_prefixes, gated
+from tests.ledger import Load, nonce_job, wait_ready
+from tests.runbox_client import ROOT, Service, delete_prefixes, gated
 from tests.test_faults import restart_docker
 
-JOBS = [
-    ("ok", {"language": "python", "source": "print(sum(range(10**5)))"}),
-    ("ok", {"language": "python",
-            "source": "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.4)"}),
-    ("ok", {"language": "bash", "source": "echo $((6*7)); read x; echo got $x", "stdin": "line\n"}),
-    ("ok", {"language": "c", "source": "#include <stdio.h>\nint main(){puts(\"c ok\");return 0;}"}),
-    ("ok", {"language": "javascript", "source": "console.log([1,2,3].map(x => x * 2).join(','))"}),
-    ("attack", {"language": "python",
-                "source": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
-                "limits": {"timeout_s": 2}}),
-    ("attack", {"language": "python", "source": "x = []\nwhile True:\n    x.append(bytearray(10**7))"}),
-    ("attack", {"language": "bash", "source": "while true; do :; done", "limits": {"timeout_s": 1}}),
-    ("attack", {"language": "python", "source": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)"}),
-    ("attack", {"language": "bash", "source": "(sleep 1000 &) ; nohup sleep 1000 & echo left"}),
-    ("attack", {"language": "c", "source": "int main(){char *p=0; for(;;) *p++ = 1;}"}),
+CLUSTER = ["bash", str(ROOT / "scripts" / "rabbitmq-cluster.sh")]
+ORDINARY = [
+    ({"language": "bash", "source": "read x; echo \"$x\"", "stdin": "{nonce}\n"}, "{nonce}\n"),
+    ({"language": "c", "source": "#include <stdio.h>\nint main(){puts(\"{nonce}\");return 0;}"}, "{nonce}\n"),
+    ({"language": "javascript", "source": "console.log('{nonce}')"}, "{nonce}\n"),
+]
+ATTACKS: list[dict[str, Any]] = [
+    {"language": "python",
+     "source": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+     "limits": {"timeout_s": 2}},
+    {"language": "python", "source": "x = []\nwhile True:\n    x.append(bytearray(10**7))"},
+    {"language": "bash", "source": "while true; do :; done", "limits": {"timeout_s": 1}},
+    {"language": "python", "source": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)"},
+    {"language": "bash", "source": "(sleep 1000 &) ; nohup sleep 1000 & echo left"},
+    {"language": "c", "source": "int main(){char *p=0; for(;;) *p++ = 1;}"},
 ]
 
 
-PROBLEMS: list[str] = []
+def mixed_job(rng: random.Random) -> tuple[dict[str, Any], str | None]:
+    """Mostly jobs whose output is known (a fresh nonce), one in five an attack program."""
+    roll = rng.random()
+    if roll < 0.2:
+        return rng.choice(ATTACKS), None
+    if roll < 0.55:
+        return nonce_job(rng)
+    body, expected = rng.choice(ORDINARY)
+    nonce = f"{rng.getrandbits(64):016x}"
+    filled = {k: (v.replace("{nonce}", nonce) if isinstance(v, str) else v) for k, v in body.items()}
+    return filled, expected.replace("{nonce}", nonce)
 
 
-class Ledger:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.submitted = 0
-        self.accepted: list[str] = []
-        self.rejected: collections.Counter[str] = collections.Counter()
-
-    def note(self, response: httpx.Response | None, error: str = "") -> None:
-        with self.lock:
-            self.submitted += 1
-            if response is not None and response.status_code == 202:
-                self.accepted.append(response.json()["id"])
-            elif response is not None:
-                try:
-                    code = response.json()["error"]["code"]
-                except ValueError:
-                    code = "?"
-                self.rejected[f"{response.status_code} {code}"] += 1
-            else:
-                self.rejected[f"connection error ({error})"] += 1
+def cluster(*args: str) -> str:
+    return subprocess.run([*CLUSTER, *args], check=True, capture_output=True, text=True, timeout=300).stdout.strip()
 
 
-def submitter(urls: list[str], ledger: Ledger, stop: threading.Event, seed: int) -> None:
-    rng = random.Random(seed)
-    while not stop.is_set():
-        _, body = rng.choice(JOBS)
-        url = rng.choice(urls)
-        try:
-            response = httpx.post(url + "/api/v1/jobs", json=body, timeout=10)
-            ledger.note(response)
-        except httpx.HTTPError as exc:
-            ledger.note(None, type(exc).__name__)
-            time.sleep(0.2)
-        time.sleep(rng.uniform(0.05, 0.3))
+class Injector(threading.Thread):
+    """Injects one fault every ``every`` seconds until stopped; logs each and the recovery time."""
 
+    def __init__(self, args: argparse.Namespace, gateways: list[Service], executors: list[Service]) -> None:
+        super().__init__(daemon=True)
+        self.args = args
+        self.gateways = gateways
+        self.executors = executors
+        self.stop = threading.Event()
+        self.log: list[str] = []
+        self.faults = ["executor SIGKILL", "executor SIGTERM", "gateway SIGKILL", "rabbitmq"]
+        if args.docker_restarts:
+            self.faults.append("docker engine restart")
 
-def injector(args: argparse.Namespace, gateways: list[Service], executors: list[Service], stop: threading.Event,
-             log: list[str]) -> None:
-    faults = ["sigkill executor", "sigterm executor", "kill gateway"]
-    if args.broker_restarts:
-        faults.append("restart rabbitmq")
-    if args.docker_restarts:
-        faults.append("restart docker")
-    rng = random.Random(7)
-    while not stop.wait(args.fault_every):
-        fault = rng.choice(faults)
-        began = time.monotonic()
-        if fault.endswith("executor"):
-            victim = rng.choice(executors)
-            victim.stop(signal.SIGKILL if fault.startswith("sigkill") else signal.SIGTERM, timeout=60)
-            victim.start(timeout=180)
-        elif fault == "kill gateway":
-            victim = rng.choice(gateways)
-            victim.kill()
-            victim.start(wait_ready=False)
-        elif fault == "restart rabbitmq":
-            subprocess.run(["rabbitmqctl", "stop_app"], capture_output=True, timeout=120, check=False)
-            time.sleep(2)
-            subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120, check=False)
-        elif fault == "restart docker":
-            restart_docker()
-        log.append(f"{time.strftime('%H:%M:%S')} {fault} ({time.monotonic() - began:.1f} s)")
-
-
-def settle(gateways: list[Service], ids: list[str], timeout: float) -> dict[str, list[str]]:
-    """Follow every job to its end through both gateways; the result events each one saw."""
-    end = time.monotonic() + timeout
-    seen: dict[str, list[str]] = {}
-    for job_id in ids:
-        statuses: list[str] = []
-        for gw in gateways:
-            client = Client(gw.url)
+    def run(self) -> None:
+        order = self.faults.copy()
+        rng = random.Random(7)
+        i = 0
+        while not self.stop.wait(self.args.fault_every):
+            if i % len(order) == 0:
+                rng.shuffle(order)  # every fault once per round, in a random order
+            fault = order[i % len(order)]
+            i += 1
+            began = time.monotonic()
             try:
-                remaining = max(1.0, end - time.monotonic())
-                events = client.events(job_id, timeout=remaining)
-                statuses += [e.data["status"] for e in events if e.name == "result"]
-                if len({e.id for e in events}) != len(events):
-                    statuses.append("duplicate-event-id")
-            except (httpx.HTTPError, AssertionError) as exc:
-                statuses.append("lost")
-                if len(PROBLEMS) < 5:
-                    PROBLEMS.append(f"{job_id} via {gw.url}: {exc!r}"[:300])
-            finally:
-                client.close()
-        seen[job_id] = statuses
-    return seen
+                detail = self.inject(fault, rng)
+                ready = wait_ready(self.gateways + self.executors, fault, timeout=180, executors=2)
+                self.log.append(f"{time.strftime('%H:%M:%S')} {fault}{detail}: injected in "
+                                f"{time.monotonic() - began - ready:.1f} s, all ready {ready:.1f} s later")
+            except Exception as exc:  # recorded in the ledger, never silently
+                self.log.append(f"{time.strftime('%H:%M:%S')} {fault}: FAILED {exc!r}"[:400])
+
+    def inject(self, fault: str, rng: random.Random) -> str:
+        if fault.startswith("executor"):
+            victim = rng.randrange(len(self.executors))
+            old = self.executors[victim]
+            old.stop(signal.SIGKILL if fault.endswith("SIGKILL") else signal.SIGTERM, timeout=60)
+            # A fresh process with a fresh (default) identity, as a supervisor would start.
+            self.executors[victim] = executor_service(old.prefix, self.args.env).start(timeout=180)
+            return ""
+        if fault == "gateway SIGKILL":
+            gateway = rng.choice(self.gateways)
+            gateway.kill()
+            gateway.start(wait_ready=False)
+            return ""
+        if fault == "rabbitmq" and self.args.cluster:
+            prefix = self.gateways[0].prefix
+            node = cluster("leader", rng.choice([f"{prefix}.jobs.python", f"{prefix}.events"]))
+            cluster("kill", node)
+            time.sleep(5)
+            cluster("revive", node)
+            return f" (leader node {node} killed, revived)"
+        if fault == "rabbitmq":
+            subprocess.run(["rabbitmqctl", "stop_app"], capture_output=True, timeout=120, check=False)
+            time.sleep(3)
+            subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120, check=False)
+            return " (default node stop_app/start_app)"
+        restart_docker(outage_s=5.0)
+        return " (5 s outage)"
+
+
+def executor_service(prefix: str, env: dict[str, str]) -> Service:
+    svc = Service(roles="executor", prefix=prefix, **env)
+    svc.env.pop("RUNBOX_EXECUTOR_NAME")  # the default identity: unique per process
+    return svc
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.soak")
-    parser.add_argument("--minutes", type=float, default=5)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--fault-every", type=float, default=20)
-    parser.add_argument("--broker-restarts", action="store_true")
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--fault-every", type=float, default=40)
+    parser.add_argument("--cluster", action="store_true", help="a three-node RabbitMQ cluster of its own")
     parser.add_argument("--docker-restarts", action="store_true")
     args = parser.parse_args()
 
     env = {"RUNBOX_LANGUAGES": "python,bash,c,javascript", "RUNBOX_LOG_LEVEL": "WARNING",
            "RUNBOX_ANONYMOUS_RATE_PER_S": "1000", "RUNBOX_ANONYMOUS_BURST": "1000",
-           "RUNBOX_ANONYMOUS_MAX_CONCURRENT": "1000", "RUNBOX_QUEUE_MAX_LENGTH": "200",
+           "RUNBOX_ANONYMOUS_MAX_CONCURRENT": "1000", "RUNBOX_QUEUE_MAX_LENGTH": "300",
            "RUNBOX_POOL_SIZE": "2", "RUNBOX_POOL_MAX": "3"}
-    with gated():
+    if args.cluster:
+        cluster("start")
+        env |= {"RUNBOX_AMQP_URL": cluster("urls"), "RUNBOX_AMQP_QUORUM_SIZE": "3"}
+    args.env = env
+    with gated():  # executors reach the engine only through the Docker gate, as deployed
         run(args, env)
 
 
 def run(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Start the services, load and inject faults, settle, print the ledger."""
     first = Service(roles="gateway", **env)
     gateways = [first, Service(roles="gateway", prefix=first.prefix, **env)]
-    executors = [Service(roles="executor", prefix=first.prefix, **env) for _ in range(2)]
-    for svc in gateways:
-        svc.start(wait_ready=False)
-    for svc in executors:
-        svc.start()
-    ledger = Ledger()
-    stop = threading.Event()
-    faults: list[str] = []
-    threads = [threading.Thread(target=submitter, args=([g.url for g in gateways], ledger, stop, i))
-               for i in range(args.clients)]
-    threads.append(threading.Thread(target=injector, args=(args, gateways, executors, stop, faults)))
+    executors = [executor_service(first.prefix, env) for _ in range(2)]
     began = time.monotonic()
+    injector = Injector(args, gateways, executors)
     try:
-        for t in threads:
-            t.start()
+        for svc in gateways:  # gateways first: they must become ready once executors appear
+            svc.start(wait_ready=False)
+        for svc in executors:
+            svc.start(timeout=180)
+        wait_ready(gateways + executors, "start", timeout=180, executors=2)
+        load = Load([g.url for g in gateways], clients=args.clients, seed=5, make=mixed_job,
+                    pause_s=(0.1, 0.5)).start()
+        injector.start()
         time.sleep(args.minutes * 60)
-        stop.set()
-        for t in threads:
-            t.join(600)
-        for svc in gateways:
-            if svc.proc is None or svc.proc.poll() is not None:
-                svc.start(wait_ready=False)
-        seen = settle(gateways, list(ledger.accepted), timeout=600)
+        injector.stop.set()
+        injector.join(600)
+        load.stop()
+        wait_ready(gateways + injector.executors, "the soak's end", timeout=180, executors=2)
+        summary = load.settle([g.url for g in gateways], timeout=900)
     finally:
-        stop.set()
-        for svc in gateways + executors:
+        injector.stop.set()
+        for svc in gateways + injector.executors:
             svc.stop()
-        delete_prefixes({first.prefix})
-    terminal: collections.Counter[str] = collections.Counter()
-    lost = duplicated = inconsistent = 0
-    for statuses in seen.values():
-        if "lost" in statuses or not statuses:
-            lost += 1
-            continue
-        if len(statuses) != len(gateways) or "duplicate-event-id" in statuses:
-            duplicated += 1
-        if len(set(statuses)) > 1:
-            inconsistent += 1
-        terminal[statuses[0]] += 1
-    print(f"\nsoak ledger ({args.minutes:g} min, {args.clients} clients, faults every {args.fault_every:g} s, "
+        if args.cluster:
+            cluster("stop")
+        else:
+            delete_prefixes({first.prefix})
+    print(f"\nsoak ledger ({args.minutes:g} min, {args.clients} clients, a fault every {args.fault_every:g} s, "
+          f"{'three-node cluster' if args.cluster else 'one RabbitMQ node'}, "
           f"{time.monotonic() - began:.0f} s in all)")
-    print(f"  submitted:   {ledger.submitted}")
-    print(f"  accepted:    {len(ledger.accepted)}")
-    for reason, count in sorted(ledger.rejected.items()):
-        print(f"  rejected:    {count:5d}  {reason}")
-    for status, count in sorted(terminal.items()):
+    print(f"  submitted:   {summary.submitted}")
+    print(f"  accepted:    {summary.accepted}")
+    for reason, count in sorted(summary.refused.items()):
+        print(f"  refused:     {count:5d}  {reason}")
+    for status, count in sorted(summary.terminal.items()):
         print(f"  terminal:    {count:5d}  {status}")
-    print(f"  lost:        {lost}")
-    print(f"  duplicated:  {duplicated}")
-    print(f"  gateways disagreeing: {inconsistent}")
-    for problem in PROBLEMS:
+    print(f"  lost:        {summary.lost}")
+    print(f"  duplicated:  {summary.duplicated}")
+    print(f"  wrong:       {summary.wrong}")
+    for problem in summary.problems:
         print(f"  problem: {problem}")
     print("  faults injected:")
-    for line in faults:
+    for line in injector.log:
         print(f"    {line}")
 
 
