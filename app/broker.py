@@ -138,8 +138,13 @@ class Broker:
         connection.reconnect_callbacks.add(self._on_reconnect)
         connection.close_callbacks.add(self._on_close)
         self._connection = connection
+        # The topology is declared on a channel of its own, closed at once: a robust channel
+        # re-declares whatever was declared on it before it may publish again, and after the
+        # loss of a cluster node that waits for every queue's and the stream's new leader, so
+        # submissions would be refused for that long. The publishing channel restores at once.
+        async with connection.channel(publisher_confirms=False) as setup:
+            await self.declare_topology(setup)
         self._publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        await self.declare_topology(self._publish_channel)
         self._connected.set()
         self.metrics.broker_up.labels(self.role).set(1)
         log.info("broker connected", extra={"role": self.role})
@@ -244,8 +249,14 @@ class Broker:
     async def declare_presence(self, channel: AbstractChannel) -> AbstractQueue:
         return await channel.declare_queue(self.names.presence, durable=False, arguments={"x-queue-type": "classic"})
 
-    async def declare_jobs(self, language: str, channel: AbstractChannel | None = None) -> AbstractQueue:
-        channel = channel or self._require()
+    async def declare_jobs(self, language: str) -> None:
+        """Declare a language's queue on a short-lived channel (see :meth:`connect` for why)."""
+        self._require()
+        assert self._connection is not None
+        async with self._connection.channel(publisher_confirms=False) as setup:
+            await self._declare_jobs_on(setup, language)
+
+    async def _declare_jobs_on(self, channel: AbstractChannel, language: str) -> AbstractQueue:
         return await channel.declare_queue(
             self.names.jobs(language), durable=True, arguments=self.job_queue_arguments()
         )
@@ -376,7 +387,7 @@ class Broker:
     async def consume_jobs(self, language: str, prefetch: int, handler: DeliveryHandler) -> Consumer:
         """Hand each job of ``language`` to ``handler`` as a :class:`Delivery`; at most ``prefetch`` unsettled."""
         return await self._consume(
-            self.names.jobs(language), prefetch, _adapt(handler), lambda ch: self.declare_jobs(language, ch)
+            self.names.jobs(language), prefetch, _adapt(handler), lambda ch: self._declare_jobs_on(ch, language)
         )
 
     async def consume_dead(self, handler: DeliveryHandler) -> Consumer:
