@@ -481,12 +481,20 @@ def _adapt(handler: DeliveryHandler) -> Callable[[AbstractIncomingMessage], Awai
 
 
 def delivery_attempt(message: AbstractIncomingMessage) -> int:
-    """1 for a first delivery; quorum queues count earlier ones in ``x-delivery-count``."""
-    count = (message.headers or {}).get("x-delivery-count", 0)
+    """1 for a first delivery; quorum queues count earlier ones in ``x-delivery-count``.
+
+    A message returned because its consumer's node was lost comes back *redelivered* but not
+    counted; numbered 2 all the same, so its events do not collide with the first run's (a
+    run's events are told apart by attempt and position). A second, uncounted return after a
+    counted one still reuses a number: the event stream then shows both runs' output.
+    """
     try:
-        return int(str(count)) + 1
+        count = int(str((message.headers or {}).get("x-delivery-count", 0)))
     except (TypeError, ValueError):
-        return 1
+        count = 0
+    if count == 0 and message.redelivered:
+        return 2
+    return count + 1
 
 
 class StreamReader:

@@ -141,7 +141,7 @@ def executor_service(prefix: str, env: dict[str, str]) -> Service:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.soak")
     parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--fault-every", type=float, default=40)
     parser.add_argument("--cluster", action="store_true", help="a three-node RabbitMQ cluster of its own")
     parser.add_argument("--docker-restarts", action="store_true")
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> None:
             svc.start(timeout=180)
         wait_ready(gateways + executors, "start", timeout=180, executors=2)
         load = Load([g.url for g in gateways], clients=args.clients, seed=5, make=mixed_job,
-                    pause_s=(0.1, 0.5)).start()
+                    pause_s=(0.3, 0.8)).start()
         injector.start()
         time.sleep(args.minutes * 60)
         injector.stop.set()

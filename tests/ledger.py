@@ -194,7 +194,8 @@ class Load:
         stdout = final.get("result", {}).get("stdout")
         if final["status"] != "completed" or stdout != expected or streamed != expected:
             summary.wrong += 1
-            summary.problem(f"wrong {job_id}: {final['status']} stdout={stdout!r} streamed={streamed!r} "
+            summary.problem(f"wrong {job_id} ({final.get('language')}): {final['status']} stdout={stdout!r} "
+                            f"streamed={streamed!r} "
                             f"expected={expected!r} error={final.get('result', {}).get('error')!r}")
 
 

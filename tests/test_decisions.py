@@ -338,3 +338,17 @@ def test_a_taken_port_exits_at_once_naming_it() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(SystemExit, match=f"127.0.0.1:{port}.*already in use"):
             listen("127.0.0.1", port)
+
+
+def test_delivery_attempts_from_rabbitmq_counts() -> None:
+    from types import SimpleNamespace
+
+    from app.broker import delivery_attempt
+
+    def attempt(count: object, redelivered: bool) -> int:
+        return delivery_attempt(SimpleNamespace(headers={"x-delivery-count": count}, redelivered=redelivered))  # type: ignore[arg-type]
+
+    assert attempt(0, False) == 1
+    assert attempt(1, True) == 2 and attempt(2, True) == 3  # counted returns (requeue, consumer gone)
+    assert attempt(0, True) == 2, "returned uncounted (its consumer's node was lost): still a new attempt"
+    assert attempt("junk", False) == 1
