@@ -228,9 +228,20 @@ class Broker:
     async def declare_callbacks(self, channel: AbstractChannel) -> AbstractQueue:
         return await channel.declare_queue(self.names.callbacks, durable=True, arguments=self.quorum_arguments())
 
-    async def declare_callback_delays(self, channel: AbstractChannel, delays: tuple[float, ...]) -> None:
+    async def declare_callback_delays(self, delays: tuple[float, ...]) -> None:
         """One queue per wait: a single queue with per-message expiry would hold a short wait
-        behind a long one, since messages only expire at the head of a queue."""
+        behind a long one, since messages only expire at the head of a queue.
+
+        Declared on a short-lived channel: these are classic queues, which live on one node of
+        a cluster; a robust channel that had declared them could not be restored while that
+        node is down, and would hold its consumer (and the connection's recovery) back.
+        """
+        self._require()
+        assert self._connection is not None
+        async with self._connection.channel(publisher_confirms=False) as channel:
+            await self._declare_delays_on(channel, delays)
+
+    async def _declare_delays_on(self, channel: AbstractChannel, delays: tuple[float, ...]) -> None:
         for seconds in set(delays):
             await channel.declare_queue(
                 self.names.callback_delay(seconds),

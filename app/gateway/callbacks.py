@@ -89,7 +89,7 @@ class CallbackSender:
     async def start(self) -> None:
         channel = await self.broker.channel(prefetch=PREFETCH)
         queue = await self.broker.declare_callbacks(channel)
-        await self.broker.declare_callback_delays(channel, self.delays)
+        await self.broker.declare_callback_delays(self.delays)
         await queue.consume(self._on_message, no_ack=False)
         self._channel = channel
 
