@@ -186,7 +186,10 @@ class Load:
             return
         if expected is None:
             return
-        attempt = final.get("attempt")
+        # The output of the attempt that produced the result: the last one that started (a
+        # redelivered job's earlier attempts stream their output too, tagged with their number).
+        started = [e.data.get("attempt") for e in events if e.name == "started"]
+        attempt = final.get("attempt", started[-1] if started else None)
         streamed = "".join(
             e.data["data"] for e in events
             if e.name == "stdout" and (attempt is None or e.data.get("attempt") == attempt)
