@@ -30,7 +30,9 @@ def nonce_job(rng: random.Random) -> tuple[dict[str, Any], str]:
     nonce = secrets.token_hex(8)
     pause = rng.choice([0, 0, 0.3, 1.0])
     source = f"import time\ntime.sleep({pause})\nprint({nonce!r})"
-    return {"language": "python", "source": source}, nonce + "\n"
+    # A wall-time limit far above what the program needs: on a 2-core machine running a
+    # three-node cluster and faults, a 5 s default can pass before a 1 s sleep is over.
+    return {"language": "python", "source": source, "limits": {"timeout_s": 20}}, nonce + "\n"
 
 
 @dataclass
