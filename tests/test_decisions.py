@@ -76,9 +76,12 @@ class FakeBroker:
         self.events: list[Any] = []
 
     async def publish_event(self, event: Any) -> None:
+        await self.publish_events([event])
+
+    async def publish_events(self, events: list[Any]) -> None:
         if self.fail_with is not None:
             raise self.fail_with
-        self.events.append(event)
+        self.events.extend(events)
 
 
 class FakeSandbox:
