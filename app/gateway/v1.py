@@ -8,6 +8,7 @@ from typing import Any
 from quart import Blueprint, Response, jsonify, make_response, request
 
 from app.gateway import gateway
+from app.gateway.models import parse_submit
 from app.gateway.sse import KEEPALIVE, encode, public_data
 from app.gateway.validate import Draft, bad
 from app.interactive import reply_headers
@@ -20,67 +21,22 @@ bp = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 PLAYGROUND_HEADER = "X-Runbox-Playground"
 
 
-def text(body: dict[str, Any], name: str) -> str:
-    """An optional string field (absent or null: empty)."""
-    value = body.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise bad(f"invalid_{name}", f"'{name}' must be a string.")
-    return value
-
-
 def draft(body: Any) -> Draft:
-    """Translate a v1 submit body into a draft, checking each field's JSON type."""
-    gw = gateway()
-    if not isinstance(body, dict):
-        raise bad("invalid_body", "The body must be a JSON object.")
-    language = gw.validator.language(body.get("language"), body.get("version"))
-    source = body.get("source")
-    if not isinstance(source, str):
-        raise bad("invalid_source", "'source' is required and must be a string.")
-    files = body.get("files")
-    if files is None:
-        files = []
-    if not isinstance(files, list) or not all(
-        isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("content"), str) for f in files
-    ):
-        raise bad("invalid_files", "'files' must be a list of objects with a string 'name' and 'content'.")
-    args = body.get("args")
-    if args is None:
-        args = []
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise bad("invalid_args", "'args' must be a list of strings.")
-    limits = body.get("limits")
-    if limits is not None and not isinstance(limits, dict):
-        raise bad("invalid_limits", "'limits' must be an object.")
-    tests = body.get("tests")
-    if tests is None:
-        tests = []
-    if not isinstance(tests, list) or not all(
-        isinstance(t, dict)
-        and isinstance(t.get("stdin", ""), str)
-        and isinstance(t.get("expected_stdout", ""), str)
-        and not set(t) - {"stdin", "expected_stdout"}
-        for t in tests
-    ):
-        raise bad("invalid_tests", "'tests' must be a list of objects with string 'stdin' and 'expected_stdout'.")
-    interactive = body.get("interactive")
-    if interactive is None:
-        interactive = False
-    if not isinstance(interactive, bool):
-        raise bad("invalid_interactive", "'interactive' must be true or false.")
+    """Translate a v1 submit body (checked against :class:`SubmitBody`) into a draft."""
+    parsed = parse_submit(body)
+    language = gateway().validator.language(parsed.language, parsed.version)
+    limits = parsed.limits.model_dump(exclude_none=True) if parsed.limits is not None else None
     return Draft(
         language=language,
-        source=source,
-        files=tuple(SourceFile(f["name"], f["content"]) for f in files),
-        stdin=text(body, "stdin"),
-        args=tuple(args),
+        source=parsed.source,
+        files=tuple(SourceFile(f.name, f.content) for f in parsed.files or ()),
+        stdin=parsed.stdin or "",
+        args=tuple(parsed.args or ()),
         limits=limits,
-        version=text(body, "version"),
-        tests=tuple(TestCase(t.get("stdin", ""), t.get("expected_stdout", "")) for t in tests),
-        interactive=interactive,
-        callback_url=text(body, "callback_url"),
+        version=parsed.version or "",
+        tests=tuple(TestCase(t.stdin, t.expected_stdout) for t in parsed.tests or ()),
+        interactive=bool(parsed.interactive),
+        callback_url=parsed.callback_url or "",
     )
 
 
