@@ -22,7 +22,7 @@ REF = "#/components/schemas/{model}"
 JSON = "application/json"
 
 # (flavour, error model) for each API's refusals.
-ERRORS = {"v1": models.ErrorOut, "piston": models.PistonError, "judge0": models.Judge0Error}
+ERRORS: dict[str, type[BaseModel]] = {"v1": models.ErrorOut, "piston": models.PistonError, "judge0": models.Judge0Error}
 REFUSALS = {
     "400": "malformed or invalid input",
     "401": "missing or unknown API key",
@@ -119,7 +119,8 @@ def paths() -> dict[str, Any]:
         "/version": {"get": op("Judge0 version", "judge0", {"200": ("version", content({"type": "string"},
                                                                                       "text/plain"))})},
         "/config_info": {"get": op("Judge0 configuration", "judge0", {"200": ("config", content({"type": "object"}))})},
-        "/statuses": {"get": op("Judge0 statuses", "judge0", {"200": ("statuses", content(array(models.Judge0Status)))})},
+        "/statuses": {"get": op("Judge0 statuses", "judge0",
+                                {"200": ("statuses", content(array(models.Judge0Status)))})},
         "/languages": {"get": op("Judge0 languages", "judge0",
                                  {"200": ("languages", content(array(models.Judge0Language)))})},
         "/languages/all": {"get": op("Judge0 languages, archived too", "judge0",
@@ -149,10 +150,12 @@ def paths() -> dict[str, Any]:
 
 def document(registry: Registry) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document for a deployment running ``registry``'s languages."""
-    wanted = [models.SubmitBody, models.Accepted, models.JobOut, models.LanguageOut, models.ErrorOut,
-              models.HealthOut, models.ReadyOut, models.PistonExecute, models.PistonRuntime, models.PistonResult,
-              models.PistonError, models.Judge0Submission, models.Judge0Batch, models.Judge0Status,
-              models.Judge0Language, models.Judge0Token, models.Judge0View, models.Judge0Batched, models.Judge0Error]
+    wanted: list[type[BaseModel]] = [
+        models.SubmitBody, models.Accepted, models.JobOut, models.LanguageOut, models.ErrorOut, models.HealthOut,
+        models.ReadyOut, models.PistonExecute, models.PistonRuntime, models.PistonResult, models.PistonError,
+        models.Judge0Submission, models.Judge0Batch, models.Judge0Status, models.Judge0Language, models.Judge0Token,
+        models.Judge0View, models.Judge0Batched, models.Judge0Error,
+    ]
     _, schemas = models_json_schema([(m, "validation") for m in wanted], ref_template=REF)
     components = schemas.get("$defs", {})
     names = registry.names()
@@ -175,5 +178,5 @@ def document(registry: Registry) -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
-async def openapi() -> object:
+async def openapi() -> Any:
     return jsonify(document(gateway().registry))
