@@ -37,7 +37,7 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def run(url: str, jobs: int, kib: int, concurrency: int) -> tuple[int, float]:
+async def run(url: str, jobs: int, kib: int, concurrency: int, pid: int) -> tuple[int, float]:
     """Submit ``jobs`` jobs (``concurrency`` at a time, each awaited to its end); (completed, seconds)."""
     source = f"import sys\nsys.stdout.write('x' * {kib * 1024})"
     body = {"language": "python", "source": source, "limits": {"output_kb": max(64, kib)}}
@@ -64,7 +64,8 @@ async def run(url: str, jobs: int, kib: int, concurrency: int) -> tuple[int, flo
                 await asyncio.sleep(0.2)
             done += state.get("status") == "completed"
             if done and done % 1000 == 0:
-                print(f"  {done} jobs done, {time.monotonic() - began:.0f} s", flush=True)
+                print(f"  {done} jobs done, {time.monotonic() - began:.0f} s, gateway RSS {rss_mib(pid):.1f} MiB",
+                      flush=True)
 
     headers = {"Authorization": f"Bearer {KEY}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
@@ -85,7 +86,7 @@ def main() -> None:
     try:
         assert gateway.proc is not None
         before = rss_mib(gateway.proc.pid)
-        completed, seconds = asyncio.run(run(gateway.url, args.jobs, args.kib, args.concurrency))
+        completed, seconds = asyncio.run(run(gateway.url, args.jobs, args.kib, args.concurrency, gateway.proc.pid))
         after = rss_mib(gateway.proc.pid)
         output_mib = args.jobs * args.kib / 1024
         print(f"jobs: {args.jobs} x {args.kib} KiB of stdout ({output_mib:.0f} MiB of output), "
