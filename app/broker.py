@@ -521,15 +521,26 @@ class StreamReader:
         self.names = Names(settings.amqp_prefix)
 
     async def read(
-        self, start: dt.datetime | int | str, prefetch: int = 500, resume: bool = True
+        self,
+        start: dt.datetime | int | str,
+        prefetch: int = 500,
+        resume: bool = True,
+        connection: aio_pika.abc.AbstractConnection | None = None,
     ) -> AsyncIterator[tuple[int, Event]]:
-        """Yield (offset, event) from ``start`` onwards, forever; reconnects when ``resume``."""
+        """Yield (offset, event) from ``start`` onwards, forever; reconnects when ``resume``.
+
+        With ``connection`` (shared by the caller, never closed here), the read uses a
+        channel of its own on it instead of a connection of its own.
+        """
         offset: dt.datetime | int | str = start
         delay = 0.2
+        shared = connection
         while True:
-            connection: aio_pika.abc.AbstractConnection | None = None
+            connection = shared
+            channel: aio_pika.abc.AbstractChannel | None = None
             try:
-                connection = await connect_plain(self.settings.amqp_urls, name="runbox-events", timeout=5)
+                if connection is None:
+                    connection = await connect_plain(self.settings.amqp_urls, name="runbox-events", timeout=5)
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=prefetch)
                 queue = await channel.declare_queue(self.names.events, passive=True)
@@ -562,6 +573,9 @@ class StreamReader:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                if connection is not None:
+                if shared is not None and channel is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(channel.close())
+                elif shared is None and connection is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(connection.close())

@@ -20,6 +20,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aio_pika
+
+from app.amqp import connect_plain
 from app.broker import Broker, BrokerUnavailable, StreamReader
 from app.config import Settings
 from app.messages import DISCARDED, EVENT_NAMES, MARKER, Event, JobState, job_id_time, job_id_valid
@@ -82,9 +85,7 @@ class JobRecord:
         elif event.name == "queued":
             self.complete = True
         self.state.apply(event)
-        self.size += EVENT_OVERHEAD_BYTES + text_bytes(event.data) + (
-            text_bytes(event.data.get("result")) if event.name == "result" else 0
-        )
+        self.size += EVENT_OVERHEAD_BYTES + text_bytes(event.data)
         if event.name in EVENT_NAMES:
             self.events.append(event)
         elif event.name != DISCARDED:
@@ -166,6 +167,8 @@ class EventLog:
         self._tail_start = time.time() - settings.events_lookback_s
         self._task: asyncio.Task[None] | None = None
         self._replays = asyncio.Semaphore(settings.max_replays)
+        self._replay_connection: aio_pika.abc.AbstractConnection | None = None
+        self._replay_connecting = asyncio.Lock()
         self._replaying: dict[str, asyncio.Future[JobRecord | None]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -173,6 +176,9 @@ class EventLog:
         self._task = asyncio.create_task(self._tail(), name="event-log-tail")
 
     async def stop(self) -> None:
+        if self._replay_connection is not None:
+            with contextlib.suppress(Exception):
+                await self._replay_connection.close()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -320,6 +326,18 @@ class EventLog:
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved, so a failure nobody shared is not logged as unhandled
 
+    async def _replay_conn(self) -> aio_pika.abc.AbstractConnection:
+        """The one connection every replay of this gateway reads on (each on a channel of its own)."""
+        async with self._replay_connecting:
+            if self._replay_connection is None or self._replay_connection.is_closed:
+                try:
+                    self._replay_connection = await connect_plain(
+                        self.settings.amqp_urls, name="runbox-replays", timeout=5
+                    )
+                except Exception as exc:
+                    raise BrokerUnavailable(f"cannot read the event stream: {exc!r}") from exc
+            return self._replay_connection
+
     async def _replay(self, job_id: str, created: float) -> JobRecord | None:
         """Read one old job's history back from the stream, up to a marker published now."""
         token = "marker:" + secrets.token_hex(8)
@@ -327,7 +345,8 @@ class EventLog:
         start = dt.datetime.fromtimestamp(created - ID_CLOCK_SLACK_S, tz=dt.UTC)
         await self.broker.publish_event(Event(job=token, name=MARKER, data={}))
         first_ts: float | None = None
-        async for _, event in self.reader.read(start, resume=False):
+        connection = await self._replay_conn()
+        async for _, event in self.reader.read(start, resume=False, connection=connection):
             if first_ts is None:
                 first_ts = event.ts
             if event.job == token:

@@ -223,3 +223,38 @@ def test_a_short_jobs_events_go_out_as_one_message_and_read_back_in_order() -> N
     assert [(e.name, e.n) for e in Event.decode_many(body)] == [("started", 1), ("stdout", 2), ("result", 3)]
     assert Event.decode_many(coalesced[0][0].encode())[0].name == "started"  # a lone event stays one object
     assert [[e.name for e in m] for m in asyncio.run(scenario(0))] == [["started"], ["stdout"], ["result"]]
+
+
+def test_finished_output_is_kept_once_and_served_whole() -> None:
+    record = JobRecord(JobState("j"))
+    record.add(Event(job="j", name="queued", data={"language": "python", "created_at": 1.0, "identity": "x"}))
+    record.add(Event(job="j", name="started", data={"started_at": 2.0}, attempt=1, n=1))
+    chunks = ["a" * 40_000, "b" * 24_000]
+    for n, chunk in enumerate(chunks, start=2):
+        record.add(Event(job="j", name="stdout", data={"data": chunk, "attempt": 1}, attempt=1, n=n))
+    record.add(Event(job="j", name="stderr", data={"data": "oops\n", "attempt": 1}, attempt=1, n=4))
+    held = record.size
+    result = {"status": "completed", "finished_at": 3.0, "result": {"stdout": "".join(chunks), "stderr": "oops\n"}}
+    record.add(Event(job="j", name="result", data=result, attempt=1, n=5))
+    # The result holds the output; the chunk events now point into it instead of holding a copy.
+    assert record.size < held + 2_000
+    assert all("data" not in e.data for e in record.events if e.name in ("stdout", "stderr"))
+    served = [record.resolve(e).data["data"] for e in record.events if e.name == "stdout"]
+    assert served == chunks
+    assert list(record.chunks(1)) == [("stdout", chunks[0]), ("stdout", chunks[1]), ("stderr", "oops\n")]
+
+
+def test_event_log_is_bounded_in_bytes() -> None:
+    from app.events import EventLog
+    from app.metrics import Metrics
+
+    log = EventLog(Settings(events_cache_mb=1), broker=None, metrics=Metrics())  # type: ignore[arg-type]
+    output = "x" * 65_536
+    for i in range(100):  # 6.4 MiB of output through a 1 MiB cache
+        job = f"job{i}"
+        log.note_local(Event(job=job, name="queued", data={"language": "python", "created_at": 1.0}))
+        log.note_local(Event(job=job, name="stdout", data={"data": output}, attempt=1, n=1))
+        done = {"status": "completed", "finished_at": 2.0, "result": {"stdout": output}}
+        log.note_local(Event(job=job, name="result", data=done, attempt=1, n=2))
+        assert log.cached_bytes <= 1024 * 1024
+    assert log.cached_bytes > 512 * 1024  # it keeps what fits, not nothing

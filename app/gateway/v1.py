@@ -10,7 +10,7 @@ from quart import Blueprint, Response, jsonify, make_response, request
 from app.gateway import gateway
 from app.gateway.models import parse_submit
 from app.gateway.sse import KEEPALIVE, encode, public_data
-from app.gateway.validate import Draft, bad
+from app.gateway.validate import Draft
 from app.interactive import reply_headers
 from app.messages import SourceFile, TestCase
 from app.web.errors import ApiError

@@ -79,7 +79,9 @@ def test_reads_are_rate_limited_per_identity(target: Target) -> None:
 
 def test_streams_past_the_cap_are_429(target: Target) -> None:
     with target.http() as http:
-        answer = http.post("/api/v1/jobs", json={"language": "python", "source": "import time; time.sleep(4)"})
+        # A job that outlives the test, so the four streams stay open however slow the machine is.
+        answer = http.post("/api/v1/jobs", json={"language": "python", "source": "import time; time.sleep(25)",
+                                                 "limits": {"timeout_s": 30}})
         job = answer.json()["id"]
     opened = threading.Barrier(5)
     results: list[int] = []
