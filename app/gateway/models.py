@@ -66,6 +66,14 @@ class SubmitBody(Strict):
     callback_url: str | None = Field(None, description="http(s) URL told the final state; public addresses only")
 
 
+class StdinBody(Strict):
+    """``POST /api/v1/jobs/{id}/stdin``: input for an interactive job."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
+    data: str | None = None
+    eof: bool | None = None
+
+
 def parse_submit(body: Any) -> SubmitBody:
     """The v1 body, or a 400 naming the first wrong field (``invalid_<field>``)."""
     if not isinstance(body, dict):
@@ -87,6 +95,12 @@ class Accepted(BaseModel):
     status: Literal["queued"]
     events_url: str
     result_url: str
+
+
+class StdinAccepted(BaseModel):
+    id: str
+    accepted_bytes: int
+    eof: bool
 
 
 class TruncatedOut(BaseModel):

@@ -98,6 +98,10 @@ def paths() -> dict[str, Any]:
     return {
         "/api/v1/jobs": {"post": op("Submit a job", "v1", {"202": ("queued", content(ref(models.Accepted)))},
                                     body=models.SubmitBody)},
+        "/api/v1/jobs/{job_id}/stdin": {"post": op(
+            "Send input to an interactive job", "v1", {"202": ("accepted", content(ref(models.StdinAccepted)))},
+            body=models.StdinBody, params=[job], extra=("409",),
+        )},
         "/api/v1/jobs/{job_id}": {"get": op("A job's state", "v1", {"200": ("the state", content(ref(models.JobOut)))},
                                         params=[job])},
         "/api/v1/jobs/{job_id}/events": {"get": op("Follow a job's events (SSE)", "v1", {"200": sse}, params=[
@@ -151,8 +155,8 @@ def paths() -> dict[str, Any]:
 def document(registry: Registry) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document for a deployment running ``registry``'s languages."""
     wanted: list[type[BaseModel]] = [
-        models.SubmitBody, models.Accepted, models.JobOut, models.LanguageOut, models.ErrorOut, models.HealthOut,
-        models.ReadyOut, models.PistonExecute, models.PistonRuntime, models.PistonResult, models.PistonError,
+        models.SubmitBody, models.StdinBody, models.StdinAccepted, models.Accepted, models.JobOut, models.LanguageOut,
+        models.ErrorOut, models.HealthOut, models.ReadyOut, models.PistonExecute, models.PistonRuntime, models.PistonResult, models.PistonError,
         models.Judge0Submission, models.Judge0Batch, models.Judge0Status, models.Judge0Language, models.Judge0Token,
         models.Judge0View, models.Judge0Batched, models.Judge0Error,
     ]

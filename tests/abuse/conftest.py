@@ -36,6 +36,7 @@ ENV = {
     "RUNBOX_TIERS": "standard=1:2:4:4,burst=100:100:3:8",
     "RUNBOX_BODY_TIMEOUT_S": "2",
     "RUNBOX_MAX_BODY_KB": "256",
+    "RUNBOX_CALLBACK_SECRET": "abuse-callback-secret",  # callbacks on, so their address policy is what refuses
     # Only a token may read the metrics here, so the refusal of anonymous scrapes is testable.
     "RUNBOX_METRICS_ALLOW_CIDRS": "192.0.2.0/24",
     "RUNBOX_METRICS_TOKEN": METRICS_TOKEN,
