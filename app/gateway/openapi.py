@@ -156,7 +156,8 @@ def document(registry: Registry) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document for a deployment running ``registry``'s languages."""
     wanted: list[type[BaseModel]] = [
         models.SubmitBody, models.StdinBody, models.StdinAccepted, models.Accepted, models.JobOut, models.LanguageOut,
-        models.ErrorOut, models.HealthOut, models.ReadyOut, models.PistonExecute, models.PistonRuntime, models.PistonResult, models.PistonError,
+        models.ErrorOut, models.HealthOut, models.ReadyOut, models.PistonExecute, models.PistonRuntime,
+        models.PistonResult, models.PistonError,
         models.Judge0Submission, models.Judge0Batch, models.Judge0Status, models.Judge0Language, models.Judge0Token,
         models.Judge0View, models.Judge0Batched, models.Judge0Error,
     ]
