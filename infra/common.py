@@ -35,8 +35,9 @@ def env_list(plain: Mapping[str, str], secret: Mapping[str, pulumi.Input[str]]) 
         merged = {**plain, **values}
         return [f"{k}={merged[k]}" for k in sorted(merged)]
 
-    rendered = pulumi.Output.all(**secret).apply(render)
-    return pulumi.Output.secret(rendered) if secret else rendered
+    if not secret:  # Output.all() of nothing is a list, not a mapping
+        return pulumi.Output.from_input(render({}))
+    return pulumi.Output.secret(pulumi.Output.all(**secret).apply(render))
 
 
 def healthcheck() -> docker.ContainerHealthcheckArgs:

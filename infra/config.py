@@ -31,6 +31,7 @@ APP_ENV_NAMES = frozenset("RUNBOX_" + f.name.upper() for f in dataclasses.fields
 MANAGED_ENV_NAMES = frozenset(
     {
         "RUNBOX_ROLES",
+        "RUNBOX_METRICS_TOKEN",
         "RUNBOX_HOST",
         "RUNBOX_PORT",
         "RUNBOX_AMQP_URL",
@@ -116,6 +117,8 @@ class InfraConfig:
     prefix: str
     broker_password: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str] | None
+    # Bearer token Prometheus sends to every app container: /metrics answers only loopback otherwise.
+    metrics_token: pulumi.Output[str] | None = None
     api_keys: pulumi.Output[str] | None = None
 
     # images
@@ -229,6 +232,7 @@ def load(config: pulumi.Config | None = None) -> InfraConfig:
         prefix=c.get("prefix") or f"runbox-{pulumi.get_stack()}",
         broker_password=c.require_secret("brokerPassword"),
         grafana_admin_password=c.require_secret("grafanaAdminPassword") if monitoring else None,
+        metrics_token=c.require_secret("metricsToken") if monitoring else None,
         api_keys=c.get_secret("apiKeys"),
         build_images=_bool(c, "buildImages", True),
         app_image=c.get("appImage") or InfraConfig.app_image,

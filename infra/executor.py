@@ -31,6 +31,7 @@ class ExecutorArgs:
     image: pulumi.Input[str]
     amqp_url: pulumi.Output[str]  # secret: holds the broker password
     network: pulumi.Input[str]  # the internal backend network
+    metrics_token: pulumi.Output[str] | None = None  # secret: what Prometheus presents at /metrics
     count: int = 1
     runtime: str = "runc"  # RUNBOX_RUNTIME for the sandboxes: runc, or runsc (gVisor)
     runtimes: Sequence[str] = ()  # per-executor overrides of ``runtime``, by index
@@ -76,6 +77,9 @@ class Executor(pulumi.ComponentResource):
             identity = {"user": f"{APP_UID}:{APP_UID}", "group_adds": [str(args.docker_gid)]}
 
         self.containers, self.names, self.runtimes, self.metrics_targets = [], [], [], []
+        secret: dict[str, pulumi.Input[str]] = {"RUNBOX_AMQP_URL": args.amqp_url}
+        if args.metrics_token is not None:
+            secret["RUNBOX_METRICS_TOKEN"] = args.metrics_token
         for i in range(args.count):
             child_name = f"{name}-{i}"
             docker_name = f"{args.prefix}-{child_name}"
@@ -94,7 +98,7 @@ class Executor(pulumi.ComponentResource):
                     "RUNBOX_DOCKER_URL": args.docker_url,
                     "RUNBOX_LOG_LEVEL": args.log_level,
                 },
-                {"RUNBOX_AMQP_URL": args.amqp_url},
+                secret,
             )
             ports: list[docker.ContainerPortArgs] = []
             target = f"{docker_name}:{APP_PORT}"

@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
-from infra.common import APP_PORT, docker_labels, hardening
+from infra.common import APP_PORT, docker_labels, env_list, hardening
 
 SOCKET_DIR_IN_CONTAINER = "/run/runbox"
 GATE_SOCKET = f"{SOCKET_DIR_IN_CONTAINER}/gate.sock"
@@ -40,6 +40,7 @@ class GateArgs:
     docker_gid: int | None = None
     runtime_dir: str = "/usr/local/lib/runbox"  # the gVisor setup.sh installs, for its version
     log_level: str = "INFO"
+    metrics_token: pulumi.Output[str] | None = None  # secret: what Prometheus presents at /metrics
     extra_env: Mapping[str, str] = field(default_factory=dict)
     image_hash: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -75,7 +76,11 @@ class Gate(pulumi.ComponentResource):
             "RUNBOX_ENGINE_URL": f"unix://{ENGINE_SOCKET_IN_CONTAINER}",
             "RUNBOX_LOG_LEVEL": args.log_level,
         })
-        envs = [f"{k}={v}" for k, v in sorted(variables.items())]  # the gate holds no secret
+        # The only secret the gate holds is the metrics token; the engine's socket is its real power.
+        secret: dict[str, pulumi.Input[str]] = {}
+        if args.metrics_token is not None:
+            secret["RUNBOX_METRICS_TOKEN"] = args.metrics_token
+        envs = env_list(variables, secret)
         self.container = docker.Container(
             name,
             name=self.name,

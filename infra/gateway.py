@@ -29,6 +29,7 @@ class GatewayArgs:
     trusted_proxies: Sequence[str] = ()
     require_keys: bool = False
     api_keys: pulumi.Output[str] | None = None  # secret
+    metrics_token: pulumi.Output[str] | None = None  # secret: what Prometheus presents at /metrics
     log_level: str = "INFO"
     extra_env: Mapping[str, str] = field(default_factory=dict)
     image_hash: str = ""  # label: a rebuilt image replaces the containers even under the same tag
@@ -64,6 +65,8 @@ class Gateway(pulumi.ComponentResource):
         secret: dict[str, pulumi.Input[str]] = {"RUNBOX_AMQP_URL": args.amqp_url}
         if args.api_keys is not None:
             secret["RUNBOX_API_KEYS"] = args.api_keys
+        if args.metrics_token is not None:
+            secret["RUNBOX_METRICS_TOKEN"] = args.metrics_token
         envs = env_list(plain, secret)
         labels = {**args.labels, "runbox.role": "gateway", "runbox.image-hash": args.image_hash}
 

@@ -25,6 +25,9 @@ from infra.common import LOG_OPTS, docker_labels, env_list
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+# Named by the gateway and executor jobs of monitoring/prometheus.yml (authorization.credentials_file).
+METRICS_TOKEN_FILE = "/etc/prometheus/runbox-metrics-token"
+APP_JOBS = ("gateway", "executor", "gate")  # the runbox processes, as opposed to RabbitMQ's own metrics
 PROMETHEUS_RULES = "/etc/prometheus/rules/alerts.yml"
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
 # Outside /var/lib/grafana (a volume), so a dashboard deleted from the repo leaves with the container.
@@ -56,7 +59,7 @@ def render_prometheus_config(
     changes, from service discovery to the containers the program made (so ``instance`` is a
     stable container name). A component the base does not mention gets a plain job. Other
     base jobs point at hosts that do not exist in the stack and are dropped; Prometheus also
-    scrapes itself.
+    scrapes itself. Every runbox job presents the metrics token from ``METRICS_TOKEN_FILE``.
     """
     cfg = copy.deepcopy(dict(base))
     cfg.setdefault("global", {"scrape_interval": "15s", "evaluation_interval": "15s"})
@@ -68,6 +71,9 @@ def render_prometheus_config(
         job = {k: v for k, v in (templates.get(component) or {}).items() if k not in DISCOVERY_KEYS}
         job["job_name"] = component
         job.setdefault("metrics_path", "/metrics")
+        if component in APP_JOBS:
+            # runbox serves /metrics beyond loopback only to RUNBOX_METRICS_TOKEN's bearer.
+            job["authorization"] = {"type": "Bearer", "credentials_file": METRICS_TOKEN_FILE}
         job["static_configs"] = [{"targets": list(hosts)}]
         jobs.append(job)
     jobs.append({"job_name": "prometheus", "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}]})
@@ -125,6 +131,9 @@ class MonitoringArgs:
     edge_network: pulumi.Input[str]  # to publish ports; Grafana reaches Prometheus here
     scrape_targets: Mapping[str, Sequence[str]]  # job (gateway, executor) → ["container:port", ...]
     grafana_admin_password: pulumi.Output[str]  # secret
+    # secret: the bearer token the app containers accept at /metrics (RUNBOX_METRICS_TOKEN); the
+    # repo's scrape jobs read it from METRICS_TOKEN_FILE
+    metrics_token: pulumi.Output[str]
     prometheus_config: Path
     alert_rules: Path
     dashboards_dir: Path
@@ -167,7 +176,10 @@ class Monitoring(pulumi.ComponentResource):
         self.prometheus_yml = render_prometheus_config(
             _read_yaml(args.prometheus_config), args.scrape_targets, rules=rules
         )
-        uploads = [docker.ContainerUploadArgs(file=PROMETHEUS_CONFIG, content=self.prometheus_yml)]
+        uploads = [
+            docker.ContainerUploadArgs(file=PROMETHEUS_CONFIG, content=self.prometheus_yml),
+            docker.ContainerUploadArgs(file=METRICS_TOKEN_FILE, content=args.metrics_token),
+        ]
         if rules:
             uploads.append(docker.ContainerUploadArgs(file=PROMETHEUS_RULES, content=args.alert_rules.read_text()))
 

@@ -41,13 +41,15 @@ def monitoring_args(
     labels: Mapping[str, str],
 ) -> MonitoringArgs:
     """Prometheus and Grafana for ``targets`` (job name: ``host:port`` list), from the stack settings."""
-    assert cfg.grafana_admin_password is not None  # config.load requires it when monitoring is on
+    # config.load requires both when monitoring is on
+    assert cfg.grafana_admin_password is not None and cfg.metrics_token is not None
     return MonitoringArgs(
         prefix=cfg.prefix,
         backend_network=backend,
         edge_network=edge,
         scrape_targets=targets,
         grafana_admin_password=cfg.grafana_admin_password,
+        metrics_token=cfg.metrics_token,
         prometheus_config=cfg.prometheus_config,
         alert_rules=cfg.alert_rules,
         dashboards_dir=cfg.dashboards_dir,
@@ -160,6 +162,7 @@ def compose(cfg: InfraConfig) -> Deployment:
                         trusted_proxies=cfg.trusted_proxies,
                         require_keys=cfg.require_keys,
                         api_keys=cfg.api_keys,
+                        metrics_token=cfg.metrics_token,
                         log_level=cfg.log_level,
                         extra_env={**cfg.gateway_env, **replicas},
                         image_hash=images.app_hash,
@@ -197,6 +200,7 @@ def compose(cfg: InfraConfig) -> Deployment:
                 docker_socket=cfg.docker_socket,
                 docker_gid=cfg.docker_gid,
                 log_level=cfg.log_level,
+                metrics_token=cfg.metrics_token,
                 image_hash=images.app_hash,
                 labels=labels,
                 depends_on=[images.app],
@@ -211,6 +215,7 @@ def compose(cfg: InfraConfig) -> Deployment:
                     prefix=cfg.prefix,
                     image=images.app_ref,
                     amqp_url=amqp_url,
+                    metrics_token=cfg.metrics_token,
                     network=net.backend.name,
                     count=count,
                     runtime=cfg.runtime,

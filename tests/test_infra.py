@@ -68,10 +68,12 @@ from infra.monitoring import PROMETHEUS_CONFIG, PROMETHEUS_RULES  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_PASSWORD = "broker-pw-must-stay-secret"
 GRAFANA_PASSWORD = "grafana-pw-must-stay-secret"
+METRICS_TOKEN = "metrics-token-must-stay-secret"
 API_KEYS = "standard:plain:key-must-stay-secret"
 SECRETS = {
     "runbox:brokerPassword": BROKER_PASSWORD,
     "runbox:grafanaAdminPassword": GRAFANA_PASSWORD,
+    "runbox:metricsToken": METRICS_TOKEN,
 }
 CONTAINER = "docker:index/container:Container"
 SOCKET = "docker.sock"
@@ -335,7 +337,7 @@ def test_executors_and_the_gate_run_as_the_docker_group_or_root(program: Program
 
 
 # --- secrets ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("secret", [BROKER_PASSWORD, GRAFANA_PASSWORD, "key-must-stay-secret"])
+@pytest.mark.parametrize("secret", [BROKER_PASSWORD, GRAFANA_PASSWORD, METRICS_TOKEN, "key-must-stay-secret"])
 def test_secrets_appear_only_inside_secret_values(program: Program, secret: str) -> None:
     for resource in program.resources:
         leaks = [s for s in plain_strings(resource.inputs) if secret in s]
@@ -511,6 +513,20 @@ def test_prometheus_scrapes_every_gateway_and_executor(program: Program) -> None
     assert all(p["ip"] == "127.0.0.1" for p in prometheus.inputs["ports"])
 
 
+def test_prometheus_presents_the_metrics_token_every_scraped_app_container_accepts(program: Program) -> None:
+    """/metrics answers loopback only by default: every scraped app container must know the token."""
+    (prometheus,) = program.role("prometheus")
+    config = yaml.safe_load(uploads(prometheus)[PROMETHEUS_CONFIG])
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    token_file = jobs["gateway"]["authorization"]["credentials_file"]
+    assert uploads(prometheus)[token_file] == METRICS_TOKEN
+    for role in ("gateway", "executor", "gate"):
+        assert jobs[role]["authorization"] == {"type": "Bearer", "credentials_file": token_file}
+        for container in program.role(role):
+            assert env(container)["RUNBOX_METRICS_TOKEN"] == METRICS_TOKEN, container.name
+            assert is_secret_value(container.inputs["envs"]), container.name
+
+
 def test_app_containers_answer_to_the_service_names_of_dns_discovery(program: Program) -> None:
     backend = program.exports["networks"]["backend"]
     for role in ("gateway", "executor"):
@@ -543,6 +559,11 @@ def test_the_rendered_repo_config_passes_promtool(tmp_path: Path) -> None:
     if PROMETHEUS_RULES in files:  # the path inside the container, moved to where promtool can read it
         (tmp_path / "alerts.yml").write_text(files[PROMETHEUS_RULES])
         config["rule_files"] = [str(tmp_path / "alerts.yml")]
+    for job in config["scrape_configs"]:  # the token file too: promtool checks that it exists
+        auth = job.get("authorization")
+        if auth:
+            (tmp_path / "token").write_text(files[auth["credentials_file"]])
+            auth["credentials_file"] = str(tmp_path / "token")
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     proc = subprocess.run(
         [promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, check=False
@@ -674,8 +695,12 @@ def test_bad_settings_are_refused_before_planning(key: str, value: str, message:
 
 def test_passwords_are_required() -> None:
     use_mocks("config")
-    pulumi.runtime.set_all_config({"runbox:grafanaAdminPassword": GRAFANA_PASSWORD})
+    pulumi.runtime.set_all_config({"runbox:grafanaAdminPassword": GRAFANA_PASSWORD, "runbox:metricsToken": "t"})
     with pytest.raises(pulumi.ConfigMissingError):
+        infra_config.load()
+    use_mocks("config")
+    pulumi.runtime.set_all_config({"runbox:brokerPassword": "b", "runbox:grafanaAdminPassword": GRAFANA_PASSWORD})
+    with pytest.raises(pulumi.ConfigMissingError, match="metricsToken"):
         infra_config.load()
 
 

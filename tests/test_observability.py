@@ -292,8 +292,9 @@ def test_promtool_runs_the_alert_unit_tests() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def prometheus_test_config(gateway_port: int, executor_port: int) -> dict[str, Any]:
-    """monitoring/prometheus.yml with 1 s intervals and local static targets instead of DNS names."""
+def prometheus_test_config(gateway_port: int, executor_port: int, token_file: Path) -> dict[str, Any]:
+    """monitoring/prometheus.yml with 1 s intervals, local static targets instead of DNS names, and
+    the metrics token read from ``token_file`` instead of the deployment's path."""
     config: dict[str, Any] = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(MONITORING / name) for name in config["rule_files"]]
@@ -304,14 +305,24 @@ def prometheus_test_config(gateway_port: int, executor_port: int) -> dict[str, A
     for job in config["scrape_configs"]:
         job.pop("dns_sd_configs")
         job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]
+        job["authorization"]["credentials_file"] = str(token_file)
     return config
 
 
 def test_promtool_checks_the_configs(tmp_path: Path) -> None:
-    result = promtool("check", "config", "monitoring/prometheus.yml")
+    token = tmp_path / "token"
+    token.write_text("t")
+    # promtool checks that the token file exists: the repo's config with only that path moved
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    config["rule_files"] = [str(MONITORING / name) for name in config["rule_files"]]
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(token)
+    (tmp_path / "repo.yml").write_text(yaml.safe_dump(config))
+    result = promtool("check", "config", str(tmp_path / "repo.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
     variant = tmp_path / "prometheus.yml"
-    variant.write_text(yaml.safe_dump(prometheus_test_config(free_port(), free_port())))
+    variant.write_text(yaml.safe_dump(prometheus_test_config(free_port(), free_port(), token)))
     result = promtool("check", "config", str(variant))
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -503,7 +514,16 @@ def run_load(gateway: Service) -> int:
 def live(real_stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("prometheus")
     prefix = f"test-obs-{secrets.token_hex(4)}"
-    common = {"RUNBOX_LANGUAGES": "python", "RUNBOX_LOG_LEVEL": "WARNING"}
+    token = secrets.token_hex(16)
+    (workdir / "token").write_text(token)
+    # Loopback may not read /metrics here (TEST-NET-1 only): Prometheus gets in with the token alone,
+    # as it does in a deployment where it scrapes over a Docker network.
+    common = {
+        "RUNBOX_LANGUAGES": "python",
+        "RUNBOX_LOG_LEVEL": "WARNING",
+        "RUNBOX_METRICS_TOKEN": token,
+        "RUNBOX_METRICS_ALLOW_CIDRS": "192.0.2.0/24",
+    }
     executor = Service(roles="executor", prefix=prefix, **common)
     gateway = Service(
         roles="gateway",
@@ -517,7 +537,9 @@ def live(real_stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     prometheus: subprocess.Popen[bytes] | None = None
     try:
         # Prometheus first, so it sees both processes from their first scrape.
-        prometheus, url = start_prometheus(prometheus_test_config(gateway.port, executor.port), workdir)
+        prometheus, url = start_prometheus(
+            prometheus_test_config(gateway.port, executor.port, workdir / "token"), workdir
+        )
         executor.start(wait_ready=False)
         gateway.start()
         live = Live(url, gateway, executor, {}, 0)
@@ -533,7 +555,8 @@ def live(real_stack: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         )
         time.sleep(2)  # a couple more scrapes so the last requests count in every rate
         for role, service in (("gateway", gateway), ("executor", executor)):
-            live.metrics_text[role] = httpx.get(service.url + "/metrics", timeout=10).text
+            response = httpx.get(service.url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            live.metrics_text[role] = response.text
         yield live
     finally:
         if prometheus is not None:
