@@ -23,7 +23,7 @@ import docker.errors
 from docker.types import LogConfig, Ulimit
 
 from app import seccomp
-from app.executor.engine import ENGINE_ERRORS
+from app.executor.engine import ENGINE_ERRORS, engine_problem
 from app.languages import Language, Limits
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ MAX_AGENT_LINE = 32 * 1024 * 1024
 
 
 EXIT_POLL_S = 2.0  # how long a container whose stream ended may take to show as exited
+# A stopping engine first kills every container (exit 137/143, still answering inspections),
+# then goes away: a signalled agent is the job's doing only if the engine still answers after this.
+ENGINE_SETTLE_S = 3.0
 # Docker's own masked paths (engine 20.10), which a container that sets its own list loses.
 DOCKER_MASKED_PATHS = (
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
@@ -432,7 +435,8 @@ class Sandbox:
         """Whether the container ended by a signal (not the memory cgroup) while the engine is up.
 
         Only the job (gVisor delivers ``kill -9 1``) or an operator signals a sandbox's init;
-        an engine restart makes the inspection fail, which leaves the job to be retried.
+        an engine that is stopping signals every container too, so the engine must still answer
+        a moment later (or the inspection fails), else the job is left to be retried.
         """
         end = time.monotonic() + EXIT_POLL_S
         while True:
@@ -442,7 +446,10 @@ class Sandbox:
                 return False
             state = self.container.attrs.get("State", {})
             if not state.get("Running"):
-                return not state.get("OOMKilled") and int(state.get("ExitCode", 0)) > 128
+                if state.get("OOMKilled") or int(state.get("ExitCode", 0)) <= 128:
+                    return False
+                await asyncio.sleep(ENGINE_SETTLE_S)
+                return await asyncio.to_thread(engine_problem, self.client, ()) is None
             if time.monotonic() > end:
                 return False
             await asyncio.sleep(0.05)
