@@ -241,6 +241,8 @@ def start_gate(directory: Path, **env: str) -> tuple[Service, str]:
     Returns the process and the ``RUNBOX_DOCKER_URL`` executors use to reach it.
     """
     socket_path = directory / "gate.sock"
+    # The gate admits the images of every language unit, whichever ones a test's services run.
+    env = {"RUNBOX_LANGUAGES": "", **env}
     gate = Service(roles="gate", RUNBOX_GATE_SOCKET=str(socket_path), **env).start(timeout=60)
     return gate, f"unix://{socket_path}"
 
