@@ -390,6 +390,7 @@ def run_step(step: dict, env: dict) -> dict:
     # AnonPages also counts memory it has committed but not yet backed, so there they only
     # decide the kill (the peak stays the processes' own resident maximum).
     exact = any(os.path.exists(path) for path, _, _ in MEMORY_SOURCES[:2])
+    held_peak = 0  # the most the step was seen holding, exact or not
     next_watch = 0.0
     open_readers = 1 + (proc.stderr is not None)
     while True:
@@ -410,6 +411,7 @@ def run_step(step: dict, env: dict) -> dict:
         if watch_kb and killed_by is None and now >= next_watch:
             next_watch = now + WATCH_INTERVAL_S
             seen = max(0, held_memory_kb() - held_before)
+            held_peak = max(held_peak, seen)
             if exact:
                 usage["rss"] = max(usage["rss"], seen)
             if seen > watch_kb:
@@ -509,7 +511,11 @@ def run_step(step: dict, env: dict) -> dict:
     elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and usage["cpu"] >= float(limits["cpu_time_s"])):
         outcome, limit = "timed_out", "cpu_time"
     elif (oom_after > oom_before >= 0) or (
-        sig == signal.SIGKILL and usage["rss"] >= 0.9 * memory_limit_kb
+        # A program that fails at its ceiling failed for want of memory, however it ends:
+        # killed, or (under gVisor, whose allocations fail before any OOM kill) exiting on a
+        # failed allocation, often too short of memory to say so on stderr.
+        (sig is not None or exit_code not in (None, 0))
+        and max(usage["rss"], held_peak) >= 0.9 * memory_limit_kb
     ) or usage["rss"] > memory_limit_kb:
         outcome, limit = "memory_exceeded", "memory"
     elif sig == signal.SIGXFSZ:

@@ -211,6 +211,29 @@ for _lang in MEMORY_BOMBS:
     attack(f"memory_bomb_{_lang}")(memory_bomb(_lang))
 
 
+HOLD_THEN_FAIL = """
+import sys, time
+hoard = b"\\x01" * (int(sys.argv[1]) << 10)
+time.sleep(0.3)
+sys.exit(1)
+"""
+ROOMY = {"timeout_s": 20}  # the verdict is about memory; a loaded machine must not turn it into time
+
+
+@attack("failure_at_memory_ceiling_python")
+def failure_at_memory_ceiling(t: Target) -> None:
+    # A runtime whose allocation fails at the ceiling dies with an exit code, often silently
+    # (under gVisor allocations fail before any OOM kill): that is a memory verdict, and the
+    # same failure far below the ceiling is the program's own.
+    at_ceiling = t.run("python", HOLD_THEN_FAIL, args=[str(int(0.94 * DEFAULT_MEMORY_KB))], limits=ROOMY)
+    assert at_ceiling["status"] == "memory_exceeded", t.explain(at_ceiling)
+    assert at_ceiling["result"]["limit"] == "memory", t.explain(at_ceiling)
+    far_below = t.run("python", HOLD_THEN_FAIL, args=[str(DEFAULT_MEMORY_KB // 4)], limits=ROOMY)
+    assert far_below["status"] == "completed", t.explain(far_below)
+    assert far_below["result"]["exit_code"] == 1 and far_below["result"]["limit"] is None, t.explain(far_below)
+    t.normal_job_works("python")
+
+
 # --- disk fill -----------------------------------------------------------------------------------
 @attack("disk_fill_python")
 def disk_fill_python(t: Target) -> None:
