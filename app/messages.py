@@ -104,6 +104,8 @@ class Job:
     interactive: bool = False
     callback_url: str = ""
     callback_renderer: str = ""  # "" or "v1": the v1 job state; "judge0": the Judge0 submission
+    compile_options: tuple[str, ...] = ()  # appended to the compile command
+    stack_kb: int = 0  # the run step's stack limit (RLIMIT_STACK); 0: the sandbox's default
 
     def encode(self) -> bytes:
         data = asdict(self)
@@ -127,6 +129,8 @@ class Job:
             interactive=bool(data.get("interactive", False)),
             callback_url=data.get("callback_url", ""),
             callback_renderer=data.get("callback_renderer", ""),
+            compile_options=tuple(data.get("compile_options", ())),
+            stack_kb=int(data.get("stack_kb", 0)),
         )
 
 

@@ -47,7 +47,9 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
     events: EventLog | None = None
     if "gateway" in settings.roles:
         events = EventLog(settings, broker, metrics)
-        app.extensions["runbox.gateway"] = Gateway(settings, registry, broker, events, metrics)
+        service = Gateway(settings, registry, broker, events, metrics)
+        service.callbacks.add_renderer("judge0", judge0.callback_renderer(registry))
+        app.extensions["runbox.gateway"] = service
         app.register_blueprint(v1.bp)
         app.register_blueprint(playground.bp)
         app.register_blueprint(piston.bp)

@@ -11,6 +11,8 @@ import pytest
 
 from tests.runbox_client import CREATED_PREFIXES, Client, Service, delete_prefixes, start_gate
 
+CALLBACK_SECRET = "session-callback-secret"
+
 
 def _require(cmd: list[str], what: str) -> None:
     if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
@@ -52,8 +54,11 @@ def delete_test_queues() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def service(real_stack: None) -> Iterator[Service]:
-    """One gateway+executor process shared by the tests that only need a working service."""
-    svc = Service().start()
+    """One gateway+executor process shared by the tests that only need a working service.
+
+    Callbacks are on and may reach loopback, so a test can receive them on a local server.
+    """
+    svc = Service(RUNBOX_CALLBACK_SECRET=CALLBACK_SECRET, RUNBOX_CALLBACK_ALLOW_CIDRS="127.0.0.0/8").start()
     yield svc
     svc.stop()
 

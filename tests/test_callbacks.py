@@ -6,81 +6,25 @@ A local HTTP server started by the test plays the receiver; the deployment allow
 
 from __future__ import annotations
 
+import base64
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from app.callbacks import verify
+from tests.callback_receiver import Delivery, Receiver, receiving
 from tests.runbox_client import Client, Service
 
 SECRET = "test-callback-secret"
 
 
-@dataclass
-class Delivery:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    answered: int
-
-
-@dataclass
-class Receiver:
-    """Records every request; ``/flaky/...`` answers 500 to the first two attempts of each delivery."""
-
-    server: ThreadingHTTPServer
-    deliveries: list[Delivery] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def wait(self, path: str, count: int, timeout: float = 30) -> list[Delivery]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with self.lock:
-                got = [d for d in self.deliveries if d.path == path]
-            if len(got) >= count:
-                return got
-            time.sleep(0.05)
-        raise AssertionError(f"{path}: {len(got)} deliveries after {timeout} s, wanted {count}")
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    state: dict[str, Receiver] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def handle_any(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            rec = state["r"]
-            with rec.lock:
-                earlier = [d for d in rec.deliveries if d.path == self.path]
-                status = 500 if self.path.startswith("/flaky/") and len(earlier) < 2 else 200
-                rec.deliveries.append(Delivery(self.command, self.path, dict(self.headers), body, status))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_POST = do_PUT = handle_any
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state["r"] = Receiver(server)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state["r"]
-    server.shutdown()
+    with receiving() as rec:
+        yield rec
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +123,69 @@ def test_callbacks_need_a_secret(real_stack: None) -> None:
         assert "not enabled" in response.json()["error"]["message"]
     finally:
         gateway.stop()
+
+
+# --- Judge0's callback: a PUT of the submission, through the same queue, retries and signing -------
+JUDGE0_FIELDS = {"token", "time", "memory", "stdout", "stderr", "compile_output", "message", "status"}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_judge0_callback_is_a_signed_put_of_the_submission(stack, receiver: Receiver) -> None:
+    _, first, second = stack
+    submission = {"language_id": 71, "source_code": "print(input()[::-1])", "stdin": "olleh",
+                  "expected_output": "hello", "callback_url": f"{receiver.url}/judge0/1"}
+    response = first.client().http.post("/submissions", json=submission)
+    assert response.status_code == 201, response.text
+    token = response.json()["token"]
+    (delivery,) = receiver.wait("/judge0/1", 1)
+    assert delivery.method == "PUT"
+    assert delivery.headers["Content-Type"] == "application/json"
+    assert delivery.headers["Runbox-Delivery"] == token
+    assert verify(SECRET, delivery.headers["Runbox-Signature"], delivery.body)
+    body = json.loads(delivery.body)
+    # Judge0 sends the default fields, Base64 encoded, whatever the submission asked for.
+    assert set(body) == JUDGE0_FIELDS
+    assert body["token"] == token
+    assert body["status"] == {"id": 3, "description": "Accepted"}
+    assert base64.b64decode(body["stdout"]) == b"hello\n"
+    assert body["stderr"] is None and body["compile_output"] is None
+    # The same document any gateway answers for the token.
+    again = second.client().http.get(f"/submissions/{token}", params={"base64_encoded": "true"})
+    assert again.json() == body
+    everything = second.client().http.get(f"/submissions/{token}", params={"fields": "callback_url"})
+    assert everything.json() == {"callback_url": f"{receiver.url}/judge0/1"}
+
+
+def test_judge0_callback_is_retried_until_accepted(stack, receiver: Receiver) -> None:
+    _, first, _ = stack
+    response = first.client().http.post(
+        "/submissions", json={"language_id": 71, "source_code": "import sys; sys.exit(3)",
+                              "callback_url": f"{receiver.url}/flaky/judge0"})
+    assert response.status_code == 201, response.text
+    deliveries = receiver.wait("/flaky/judge0", 3)
+    assert [d.method for d in deliveries] == ["PUT"] * 3
+    assert [d.answered for d in deliveries] == [500, 500, 200]
+    assert {d.headers["Runbox-Delivery"] for d in deliveries} == {response.json()["token"]}
+    body = json.loads(deliveries[-1].body)
+    assert body["status"] == {"id": 11, "description": "Runtime Error (NZEC)"}
+    assert base64.b64decode(body["message"]) == b"Exited with error status 3"
+
+
+@pytest.mark.parametrize("url", ["http://10.1.2.3/hook", "http://169.254.169.254/latest", "gopher://127.0.0.1/"])
+def test_judge0_refuses_callback_addresses_in_its_error_shape(stack, url: str) -> None:
+    _, first, _ = stack
+    response = first.client().http.post("/submissions", json={"language_id": 71, "source_code": "print(1)",
+                                                              "callback_url": url})
+    assert response.status_code == 422, response.text
+    (message,) = response.json()["callback_url"]
+    assert set(response.json()) == {"callback_url"} and "refused" in message
+
+
+def test_judge0_config_info_reports_callbacks(stack) -> None:
+    _, first, _ = stack
+    config = first.client().http.get("/config_info").json()
+    assert config["enable_callbacks"] is True
+    assert config["callbacks_max_tries"] == 3  # the first attempt and one per configured delay

@@ -362,6 +362,83 @@ def test_batch_errors(http: httpx.Client) -> None:
     assert http.get("/submissions/batch").status_code == 400
 
 
+# --- options and limits Judge0 enforces ----------------------------------------------------------------
+C_ID = 50
+DEEP_RECURSION_C = (
+    "#include <stdio.h>\n"
+    "static int depth(int n) { volatile char pad[1024]; pad[0] = 1; return n ? depth(n - 1) + pad[0] : 0; }\n"
+    "int main(void) { printf(\"%d\\n\", depth(20000)); return 0; }\n"
+)  # about 20 MB of stack
+
+
+def test_compiler_options_reach_the_compiler(http: httpx.Client) -> None:
+    source = '#include <stdio.h>\nint main(void) { printf("%s %d\\n", GREETING, ANSWER); return 0; }\n'
+    result = submit_wait(
+        http, {"language_id": C_ID, "source_code": source,
+               "compiler_options": "-DGREETING='\"hi there\"' -DANSWER=42 -O0"},
+        fields="status,stdout,compile_output,compiler_options",
+    )
+    assert result["status"]["id"] == 3, result
+    assert result["stdout"] == "hi there 42\n"
+    assert result["compiler_options"] == "-DGREETING='\"hi there\"' -DANSWER=42 -O0"
+    # Without the options the same source does not compile: they really were used.
+    failed = submit_wait(http, {"language_id": C_ID, "source_code": source}, fields="status,compile_output")
+    assert failed["status"]["id"] == 6 and "GREETING" in failed["compile_output"]
+
+
+def test_compiler_options_refused_where_not_honoured(http: httpx.Client) -> None:
+    response = post(http, "/submissions", py(compiler_options="-O2"))
+    assert response.status_code == 422
+    (message,) = response.json()["compiler_options"]
+    assert message.startswith("setting compiler options is only allowed for ") and "C (GCC" in message
+    config = http.get("/config_info").json()
+    assert config["enable_compiler_options"] is True
+    assert any(name.startswith("C (GCC") for name in config["allowed_languages_for_compile_options"])
+
+
+def test_stack_limit_is_enforced(http: httpx.Client) -> None:
+    roomy = submit_wait(http, {"language_id": C_ID, "source_code": DEEP_RECURSION_C},
+                        fields="status,stdout,stack_limit")
+    assert roomy["status"]["id"] == 3, roomy
+    assert roomy["stdout"] == "20000\n" and roomy["stack_limit"] == 64000
+    tight = submit_wait(http, {"language_id": C_ID, "source_code": DEEP_RECURSION_C, "stack_limit": 4000},
+                        fields="status,stdout,exit_code,exit_signal,stack_limit")
+    assert tight["status"] == {"id": 7, "description": "Runtime Error (SIGSEGV)"}, tight
+    # isolate reports no exit code for a signalled process; Judge0 answers 0 and the signal.
+    assert tight["exit_code"] == 0 and tight["exit_signal"] == 11
+    assert tight["stack_limit"] == 4000
+
+
+def test_cpu_extra_time_lets_a_program_finish_but_still_judges_the_limit(http: httpx.Client) -> None:
+    # 1.5 s of CPU against a 1 s limit: isolate (-x 2) lets it finish and Judge0 says TLE.
+    source = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\nprint('done')"
+    result = submit_wait(
+        http, {"language_id": PYTHON_ID, "source_code": source, "cpu_time_limit": 1, "cpu_extra_time": 2},
+        fields="status,stdout,time,cpu_time_limit,cpu_extra_time",
+    )
+    assert result["status"] == {"id": 5, "description": "Time Limit Exceeded"}
+    assert result["stdout"] == "done\n"
+    assert float(result["time"]) > 1.0
+    assert (result["cpu_time_limit"], result["cpu_extra_time"]) == ("1.0", "2.0")
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        (py(number_of_runs=2), {"number_of_runs": ["must be less than or equal to 1"]}),
+        (py(enable_per_process_and_thread_time_limit=True),
+         {"enable_per_process_and_thread_time_limit": ["this option cannot be enabled"]}),
+        (py(enable_per_process_and_thread_memory_limit="true"),
+         {"enable_per_process_and_thread_memory_limit": ["this option cannot be enabled"]}),
+        (py(stack_limit=128001), {"stack_limit": ["must be less than or equal to 128000"]}),
+    ],
+)
+def test_options_refused_in_judge0_shape(http: httpx.Client, body: Any, errors: dict[str, list[str]]) -> None:
+    response = post(http, "/submissions", body)
+    assert response.status_code == 422, response.text
+    assert response.json() == errors
+
+
 # --- the official SDK ------------------------------------------------------------------------------
 def test_official_judge0_client_end_to_end(service: Service) -> None:
     client = judge0.Client(service.url)  # the SDK's documented way to use a self-hosted Judge0

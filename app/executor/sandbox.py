@@ -188,11 +188,28 @@ def create_container(client: docker.DockerClient, options: dict[str, Any]) -> An
     return client.containers.get(client.api.create_container(**kwargs)["Id"])
 
 
+def with_options(argv: tuple[str, ...], options: tuple[str, ...]) -> list[str]:
+    """The compile command with ``options`` appended as separate words, never re-parsed by a shell.
+
+    A ``sh -c SCRIPT`` command gets them as the script's positional parameters, appended
+    as ``"$@"`` to its last command (the compiler call).
+    """
+    if not options:
+        return list(argv)
+    if len(argv) == 3 and argv[:2] == ("sh", "-c"):
+        return ["sh", "-c", argv[2] + ' "$@"', "sh", *options]
+    return [*argv, *options]
+
+
 def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[str, str]],
               stdin: str, args: tuple[str, ...], runtime: str = "runc", *,
               cases: list[str] | None = None, budget_s: float = 0.0,
-              interactive: bool = False, idle_s: float = 0.0) -> dict[str, Any]:
+              interactive: bool = False, idle_s: float = 0.0,
+              compile_options: tuple[str, ...] = (), stack_kb: int = 0) -> dict[str, Any]:
     """The message the agent receives: files to write and the steps to run under their limits.
+
+    ``compile_options`` are appended to the compile command; ``stack_kb`` sets the run
+    step's stack limit (through prlimit(1), which every image has for the agent itself).
 
     With ``cases`` (each a stdin) the run step is repeated once per case within ``budget_s``
     and each run's output is returned rather than streamed; with ``interactive`` the run
@@ -208,16 +225,20 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
         )
         steps.append({
             "name": "compile",
-            "argv": list(language.compile.argv),
+            "argv": with_options(language.compile.argv, compile_options),
             "limits": compile_limits.to_dict(),
             "memory_mb": language.compile.memory_mb,
             "stream": False,
             "output_bytes": max(out_cap, 64 * 1024),
             "hard_output_bytes": 16 * 1024 * 1024,
         })
+    run_argv = [*language.run, *args]
+    if stack_kb > 0:
+        stack = stack_kb * 1024
+        run_argv = ["/usr/bin/prlimit", f"--stack={stack}:{stack}", "--", *run_argv]
     steps.append({
         "name": "run",
-        "argv": [*language.run, *args],
+        "argv": run_argv,
         "limits": limits.to_dict(),
         "memory_mb": limits.memory_mb,
         "stream": True,

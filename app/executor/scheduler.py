@@ -390,6 +390,7 @@ class Executor:
             job.id, language, job.limits, files, job.stdin, job.args, pool.runtime,
             cases=[t.stdin for t in job.tests] if job.tests else None, budget_s=run_time,
             interactive=job.interactive, idle_s=self.settings.interactive_idle_s,
+            compile_options=job.compile_options, stack_kb=job.stack_kb,
         )
         deadline = run_time + (language.compile.timeout_s if language.compile else 0) + DEADLINE_SLACK_S
         deadline += CASE_SLACK_S * len(job.tests)

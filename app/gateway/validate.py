@@ -53,6 +53,9 @@ class Draft:
     tests: tuple[TestCase, ...] = ()
     interactive: bool = False
     callback_url: str = ""
+    callback_renderer: str = ""  # how the callback body is rendered: "" (the v1 state) or "judge0"
+    compile_options: tuple[str, ...] = ()  # appended to the compile command (Judge0's compiler_options)
+    stack_kb: int = 0  # the run step's stack limit; 0 leaves the sandbox's default
     main_file: str = field(default="")  # the name the client gave the main file, if any
 
 
@@ -123,19 +126,20 @@ class Validator:
             out.append(SourceFile(name, content))
         return tuple(out)
 
-    def args(self, args: tuple[str, ...]) -> tuple[str, ...]:
+    def args(self, args: tuple[str, ...], code: str = "invalid_args") -> tuple[str, ...]:
+        """Program (or compiler) arguments: bounded in count and bytes, no NUL; a 400 with ``code``."""
         if len(args) > MAX_ARGS:
-            raise bad("invalid_args", f"At most {MAX_ARGS} arguments are allowed, not {len(args)}.")
+            raise bad(code, f"At most {MAX_ARGS} arguments are allowed, not {len(args)}.")
         total = 0
         for index, arg in enumerate(args):
             if "\x00" in arg:
-                raise bad("invalid_args", f"Argument {index} contains a NUL character, which no program can receive.")
+                raise bad(code, f"Argument {index} contains a NUL character, which no program can receive.")
             length = size(arg)
             if length > MAX_ARG_BYTES:
-                raise bad("invalid_args", f"Argument {index} is {length} bytes; at most {MAX_ARG_BYTES} are allowed.")
+                raise bad(code, f"Argument {index} is {length} bytes; at most {MAX_ARG_BYTES} are allowed.")
             total += length
         if total > MAX_ARGS_BYTES:
-            raise bad("invalid_args", f"The arguments take {total} bytes together; at most {MAX_ARGS_BYTES}.")
+            raise bad(code, f"The arguments take {total} bytes together; at most {MAX_ARGS_BYTES}.")
         return args
 
     def tests(self, tests: tuple[TestCase, ...]) -> tuple[TestCase, ...]:
@@ -177,6 +181,9 @@ class Validator:
         limits = self.limits(draft.language, draft.limits)
         files = self.files([(f.name, f.content) for f in draft.files], draft.language)
         args = self.args(draft.args)
+        compile_options = self.args(draft.compile_options, "invalid_compile_options")
+        if compile_options and draft.language.compile is None:
+            raise bad("invalid_compile_options", f"{draft.language.name} is not compiled: no compiler options.")
         tests = self.tests(draft.tests)
         if draft.interactive and tests:
             raise bad("invalid_interactive", "A job cannot be both interactive and judged against test cases.")
@@ -202,4 +209,7 @@ class Validator:
             tests=tests,
             interactive=draft.interactive,
             callback_url=callback_url,
+            callback_renderer=draft.callback_renderer if callback_url else "",
+            compile_options=compile_options,
+            stack_kb=draft.stack_kb,
         )

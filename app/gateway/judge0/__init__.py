@@ -1,6 +1,7 @@
 """Judge0 CE compatible API: contract (constants), parse (requests), render (answers), routes."""
 
 from app.gateway.judge0.contract import shape
+from app.gateway.judge0.render import callback_renderer
 from app.gateway.judge0.routes import bp
 
-__all__ = ["bp", "shape"]
+__all__ = ["bp", "callback_renderer", "shape"]

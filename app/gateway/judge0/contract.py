@@ -31,6 +31,12 @@ DEFAULT_CPU_EXTRA_S = 0.5
 MAX_CPU_EXTRA_S = 5.0
 MAX_EXTRACT_KB = 10240
 SYNC_WAIT_SLACK_S = 60.0
+# Languages whose compile command takes extra options after its sources (the executor appends
+# ``compiler_options`` there, so a later -O0 overrides the unit's -O2). Go (``go build .``
+# reads trailing words as packages) and NASM (options would reach the linker) are not here.
+COMPILER_OPTION_LANGUAGES = frozenset(
+    {"c", "cpp", "c-clang", "cpp-clang", "rust", "d", "fortran", "haskell", "csharp", "cobol", "java", "typescript"}
+)
 
 STATUSES: tuple[tuple[int, str], ...] = (
     (1, "In Queue"),
@@ -131,6 +137,17 @@ def describe_language(language: Language) -> dict[str, Any]:
         "compile_cmd": shlex.join(language.compile.argv) if language.compile else None,
         "run_cmd": shlex.join(language.run),
     }
+
+
+def compiler_options_allowed(language: Language) -> bool:
+    """Whether ``compiler_options`` may be given for this language (see COMPILER_OPTION_LANGUAGES)."""
+    return language.compile is not None and language.name in COMPILER_OPTION_LANGUAGES
+
+
+def compiler_option_languages(registry: Registry) -> list[str]:
+    """Judge0 names of the languages that take ``compiler_options``, as config_info lists them."""
+    langs = judge0_languages(registry).values()
+    return sorted(judge0_name(lang) for lang in langs if compiler_options_allowed(lang))
 
 
 def limit_bounds(registry: Registry) -> tuple[Limits, Limits]:

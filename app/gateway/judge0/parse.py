@@ -27,6 +27,8 @@ from app.gateway.judge0.contract import (
     MAX_STACK_KB,
     MAX_TEXT_OPTION,
     MAX_ZIP_RATIO,
+    compiler_option_languages,
+    compiler_options_allowed,
     judge0_languages,
     limit_bounds,
 )
@@ -215,6 +217,17 @@ def unzip_files(errors: FieldErrors, encoded: str) -> tuple[SourceFile, ...]:
     return tuple(out)
 
 
+def split_options(errors: FieldErrors, name: str, value: str | None) -> tuple[str, ...]:
+    """Options as a shell would split them (Judge0 pastes them into a shell command line)."""
+    if not value:
+        return ()
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as exc:
+        errors.add(name, f"cannot be parsed: {exc}")
+        return ()
+
+
 def read_submission(registry: Registry, body: Any, encoded: bool) -> Submission | dict[str, list[str]]:
     """Validate one submission body the way Judge0 does; the job-to-be, or the 422 errors."""
     errors = FieldErrors()
@@ -250,19 +263,18 @@ def read_submission(registry: Registry, body: Any, encoded: bool) -> Submission 
             errors.add(name, f"is too long (maximum is {MAX_TEXT_OPTION} characters)")
         else:
             options[name] = value or None
-    # The compile commands are fixed per language and there is no way to call back a client:
-    # refusing these beats silently ignoring them (config_info says both are disabled).
-    if options.get("compiler_options"):
-        errors.add("compiler_options", "setting compiler options is not enabled on this server")
-    if options.get("callback_url"):
-        errors.add("callback_url", "callbacks are not enabled on this server")
-    args: tuple[str, ...] = ()
-    if options.get("command_line_arguments"):
-        try:
-            # Judge0 appends the arguments to the run command in a shell; split them the same way.
-            args = tuple(shlex.split(options["command_line_arguments"] or ""))
-        except ValueError as exc:
-            errors.add("command_line_arguments", f"cannot be parsed: {exc}")
+    # Per-process limits are not what the sandbox enforces (one cgroup bounds the whole
+    # step's memory; the verdict compares the whole run's CPU time): refused the way Judge0
+    # refuses an option its configuration does not allow, and config_info says so.
+    for name, value in (("enable_per_process_and_thread_time_limit", per_process_time),
+                        ("enable_per_process_and_thread_memory_limit", per_process_memory)):
+        if value:
+            errors.add(name, "this option cannot be enabled")
+    args = split_options(errors, "command_line_arguments", options.get("command_line_arguments"))
+    compiler_args = split_options(errors, "compiler_options", options.get("compiler_options"))
+    if compiler_args and lang is not None and not compiler_options_allowed(lang):
+        allowed = ", ".join(compiler_option_languages(registry))
+        errors.add("compiler_options", f"setting compiler options is only allowed for {allowed}")
     additional = body.get("additional_files")
     files: tuple[SourceFile, ...] = ()
     if additional is not None and not isinstance(additional, str):
@@ -273,14 +285,18 @@ def read_submission(registry: Registry, body: Any, encoded: bool) -> Submission 
         return errors.errors
 
     requested: dict[str, Any] = {}
-    if cpu is not None:
-        requested["cpu_time_s"] = cpu
+    extra_s = DEFAULT_CPU_EXTRA_S if extra is None else extra
+    cpu_limit = cpu if cpu is not None else lang.default_limits.cpu_time_s
+    # Judge0 (isolate -x) kills a program only after cpu_extra_time more seconds of CPU and
+    # still reports it as over the limit: the sandbox's limit is the sum, and the verdict
+    # compares the measured CPU time with cpu_time_limit itself.
+    requested["cpu_time_s"] = min(ceilings.cpu_time_s, cpu_limit + extra_s)
     if wall is not None:
         requested["timeout_s"] = wall
     elif cpu is not None:
         # Judge0's wall clock defaults to twice the CPU limit; do the same so that asking for
         # more CPU time is not undercut by our shorter default wall time.
-        requested["timeout_s"] = min(ceilings.timeout_s, max(lang.default_limits.timeout_s, 2 * cpu))
+        requested["timeout_s"] = min(ceilings.timeout_s, max(lang.default_limits.timeout_s, 2 * (cpu + extra_s)))
     if memory_kb is not None:
         requested["memory_mb"] = max(1, math.ceil(memory_kb / 1024))
     if processes is not None:
@@ -291,28 +307,32 @@ def read_submission(registry: Registry, body: Any, encoded: bool) -> Submission 
         limits = lang.resolve_limits(requested or None)
     except LimitError as exc:
         return {"limits": [str(exc)]}
+    stack = int(stack_kb) if stack_kb is not None else DEFAULT_STACK_KB
     meta = {
         "source_code": source,
         "language_id": lang.judge0_id,
         "stdin": stdin,
         "expected_output": expected,
         "number_of_runs": int(runs or 1),
-        "cpu_time_limit": limits.cpu_time_s,
-        "cpu_extra_time": DEFAULT_CPU_EXTRA_S if extra is None else extra,
-        "cpu_time_limit_requested": cpu is not None,
+        "cpu_time_limit": cpu_limit,
+        "cpu_extra_time": extra_s,
         "wall_time_limit": limits.timeout_s,
         "memory_limit": int(memory_kb) if memory_kb is not None else limits.memory_mb * 1024,
-        "stack_limit": int(stack_kb) if stack_kb is not None else DEFAULT_STACK_KB,
+        "stack_limit": stack,
         "max_processes_and_or_threads": limits.processes,
         "enable_per_process_and_thread_time_limit": bool(per_process_time),
         "enable_per_process_and_thread_memory_limit": bool(per_process_memory),
         "max_file_size": limits.file_size_kb,
-        "compiler_options": None,
+        "compiler_options": options.get("compiler_options"),
         "command_line_arguments": options.get("command_line_arguments"),
         "redirect_stderr_to_stdout": bool(redirect),
-        "callback_url": None,
+        "callback_url": options.get("callback_url"),
         "additional_files": additional or None,
         "enable_network": False,
     }
-    draft = Draft(language=lang, source=source, files=files, stdin=stdin or "", args=args, limits=requested or None)
+    draft = Draft(
+        language=lang, source=source, files=files, stdin=stdin or "", args=args, limits=requested or None,
+        callback_url=options.get("callback_url") or "", callback_renderer="judge0",
+        compile_options=compiler_args, stack_kb=stack,
+    )
     return Submission(draft, meta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from quart import request
@@ -83,13 +84,9 @@ def verdict(state: JobState, record: JobRecord | None, meta: dict[str, Any], std
     if code not in (0, None):
         return 11, f"Exited with error status {code}"
     cpu_limit = meta.get("cpu_time_limit")
-    # The sandbox's CPU limit works in whole seconds; Judge0 reports any run over the
-    # requested limit as a time-out, so check the measured CPU time too.
-    if (
-        meta.get("cpu_time_limit_requested")
-        and isinstance(cpu_limit, int | float)
-        and result.cpu_ms > cpu_limit * 1000
-    ):
+    # The sandbox kills at cpu_time_limit + cpu_extra_time (in whole seconds); Judge0 reports
+    # any run over cpu_time_limit itself as a time-out, so the measured CPU time decides.
+    if isinstance(cpu_limit, int | float) and result.cpu_ms > cpu_limit * 1000:
         return 5, "Time limit exceeded"
     expected = meta.get("expected_output")
     # The native API's test cases and Judge0's expected_output are judged by one rule.
@@ -145,7 +142,8 @@ def render(
         "time": seconds(result.cpu_ms) if ran else None,
         "wall_time": seconds(result.duration_ms) if ran else None,
         "memory": result.memory_peak_kb if ran else None,
-        "exit_code": result.exit_code if ran else None,
+        # isolate reports no exit code for a signalled process and Judge0 stores 0 then.
+        "exit_code": (result.exit_code or 0) if ran else None,
         "exit_signal": result.signal if ran else None,
         "token": state.id,
         "number_of_runs": meta.get("number_of_runs"),
@@ -176,6 +174,19 @@ def render(
         elif not is_utf8(text):
             raise NotUtf8(name)
     return out
+
+
+def callback_renderer(registry: Registry) -> Callable[[JobRecord], dict[str, Any]]:
+    """The body of Judge0's callback: the submission with the default fields, Base64 encoded.
+
+    That is what Judge0 PUTs to ``callback_url`` (it always encodes there, so any output
+    travels, whatever its bytes).
+    """
+
+    def body(record: JobRecord) -> dict[str, Any]:
+        return render(registry, record.state, record, DEFAULT_FIELDS, True)
+
+    return body
 
 
 def requested_fields() -> tuple[str, ...]:
