@@ -63,3 +63,28 @@ def hardening() -> dict[str, Any]:
         "log_opts": LOG_OPTS,
         "healthcheck": healthcheck(),
     }
+
+
+def secret_env(
+    metrics_token: pulumi.Output[str] | None, **values: pulumi.Input[str] | None
+) -> dict[str, pulumi.Input[str]]:
+    """The secret part of an app container's environment: the ``values`` that are set, plus the
+    metrics token (``RUNBOX_METRICS_TOKEN``, what Prometheus presents at ``/metrics``) when there is one."""
+    secret = {name: value for name, value in values.items() if value is not None}
+    if metrics_token is not None:
+        secret["RUNBOX_METRICS_TOKEN"] = metrics_token
+    return secret
+
+
+def metrics_endpoint(
+    docker_name: str, port: int | None, publish_ip: str
+) -> tuple[list[docker.ContainerPortArgs], str]:
+    """Where Prometheus scrapes a container that publishes nothing else: ``(ports, "host:port")``.
+
+    Without ``port`` it is scraped by name over the host's backend network (Prometheus on the
+    same host); with it, ``/metrics`` is published on ``publish_ip:port`` for a Prometheus on
+    another host.
+    """
+    if port is None:
+        return [], f"{docker_name}:{APP_PORT}"
+    return [docker.ContainerPortArgs(internal=APP_PORT, external=port, ip=publish_ip)], f"{publish_ip}:{port}"

@@ -161,6 +161,7 @@ class InfraConfig:
     broker_tls_key: pulumi.Output[str] | None = None
     erlang_cookie: pulumi.Output[str] | None = None  # shared by the broker nodes of a cluster
     executor_metrics_port: int = 9180  # many hosts: executor i on a host publishes metrics on port + i
+    gate_metrics_port: int = 9179  # many hosts: each executor host's Docker gate publishes metrics here
 
     # monitoring
     monitoring: bool = True
@@ -264,6 +265,7 @@ def load(config: pulumi.Config | None = None) -> InfraConfig:
         broker_tls_key=c.get_secret("brokerTlsKey"),
         erlang_cookie=c.get_secret("erlangCookie"),
         executor_metrics_port=_int(c, "executorMetricsPort", InfraConfig.executor_metrics_port),
+        gate_metrics_port=_int(c, "gateMetricsPort", InfraConfig.gate_metrics_port),
         monitoring=monitoring,
         prometheus_image=c.get("prometheusImage") or InfraConfig.prometheus_image,
         grafana_image=c.get("grafanaImage") or InfraConfig.grafana_image,
@@ -323,6 +325,10 @@ def validate_hosts(cfg: InfraConfig) -> None:
             )
     if sum(h.has("broker") for h in cfg.docker_hosts) > 1 and cfg.erlang_cookie is None:
         raise InfraConfigError("runbox:erlangCookie (a secret) is required when several hosts have the broker role")
+    published = [cfg.gateway_port + i for i in range(cfg.gateway_count)]
+    published += [cfg.executor_metrics_port + i for i in range(cfg.executor_count)]
+    if cfg.gate_metrics_port in published:
+        raise InfraConfigError(f"runbox:gateMetricsPort {cfg.gate_metrics_port} overlaps a gateway or executor port")
     if cfg.monitoring and not any(h.has("monitoring") for h in cfg.docker_hosts):
         raise InfraConfigError("runbox:dockerHosts needs a host with the monitoring role (or runbox:monitoring false)")
     pulled = [("brokerImage", cfg.broker_image)]

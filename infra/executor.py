@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
-from infra.common import APP_PORT, docker_labels, env_list, hardening
+from infra.common import APP_PORT, docker_labels, env_list, hardening, metrics_endpoint, secret_env
 
 GATE_DIR_IN_CONTAINER = "/run/runbox"
 APP_UID = 10000  # the image's non-root user (Dockerfile)
@@ -77,9 +77,7 @@ class Executor(pulumi.ComponentResource):
             identity = {"user": f"{APP_UID}:{APP_UID}", "group_adds": [str(args.docker_gid)]}
 
         self.containers, self.names, self.runtimes, self.metrics_targets = [], [], [], []
-        secret: dict[str, pulumi.Input[str]] = {"RUNBOX_AMQP_URL": args.amqp_url}
-        if args.metrics_token is not None:
-            secret["RUNBOX_METRICS_TOKEN"] = args.metrics_token
+        secret = secret_env(args.metrics_token, RUNBOX_AMQP_URL=args.amqp_url)
         for i in range(args.count):
             child_name = f"{name}-{i}"
             docker_name = f"{args.prefix}-{child_name}"
@@ -100,12 +98,8 @@ class Executor(pulumi.ComponentResource):
                 },
                 secret,
             )
-            ports: list[docker.ContainerPortArgs] = []
-            target = f"{docker_name}:{APP_PORT}"
-            if args.metrics_port is not None:
-                ports.append(docker.ContainerPortArgs(internal=APP_PORT, external=args.metrics_port + i,
-                                                      ip=args.publish_ip))
-                target = f"{args.publish_ip}:{args.metrics_port + i}"
+            port = None if args.metrics_port is None else args.metrics_port + i
+            ports, target = metrics_endpoint(docker_name, port, args.publish_ip)
             self.containers.append(
                 docker.Container(
                     child_name,

@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
-from infra.common import APP_PORT, docker_labels, env_list, hardening
+from infra.common import APP_PORT, docker_labels, env_list, hardening, metrics_endpoint, secret_env
 
 SOCKET_DIR_IN_CONTAINER = "/run/runbox"
 GATE_SOCKET = f"{SOCKET_DIR_IN_CONTAINER}/gate.sock"
@@ -45,6 +45,11 @@ class GateArgs:
     image_hash: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     depends_on: Sequence[pulumi.Resource] = ()
+    # Many hosts: a network that can publish, and /metrics published on ``publish_ip:metrics_port``
+    # for a Prometheus on another host (the backend network is internal and host-local).
+    extra_networks: Sequence[pulumi.Input[str]] = ()
+    metrics_port: int | None = None
+    publish_ip: str = ""
 
 
 class Gate(pulumi.ComponentResource):
@@ -77,10 +82,8 @@ class Gate(pulumi.ComponentResource):
             "RUNBOX_LOG_LEVEL": args.log_level,
         })
         # The only secret the gate holds is the metrics token; the engine's socket is its real power.
-        secret: dict[str, pulumi.Input[str]] = {}
-        if args.metrics_token is not None:
-            secret["RUNBOX_METRICS_TOKEN"] = args.metrics_token
-        envs = env_list(variables, secret)
+        envs = env_list(variables, secret_env(args.metrics_token))
+        ports, target = metrics_endpoint(self.name, args.metrics_port, args.publish_ip)
         self.container = docker.Container(
             name,
             name=self.name,
@@ -92,13 +95,17 @@ class Gate(pulumi.ComponentResource):
                 docker.ContainerVolumeArgs(host_path=args.socket_dir, container_path=SOCKET_DIR_IN_CONTAINER),
                 docker.ContainerVolumeArgs(host_path=args.runtime_dir, container_path=args.runtime_dir, read_only=True),
             ],
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network, aliases=["gate"])],
+            ports=ports or None,  # one host: scraped by name, nothing published
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(name=args.network, aliases=["gate"]),
+                *(docker.ContainerNetworksAdvancedArgs(name=n) for n in args.extra_networks),
+            ],
             labels=docker_labels({**args.labels, "runbox.role": "gate", "runbox.image-hash": args.image_hash}),
             **identity,
             **hardening(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
-        self.metrics_targets = [f"{self.name}:{APP_PORT}"]
+        self.metrics_targets = [target]
         self.register_outputs(
             {"name": self.name, "docker_url": self.docker_url, "metrics_targets": self.metrics_targets}
         )

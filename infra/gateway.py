@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
-from infra.common import APP_PORT, docker_labels, env_list, hardening
+from infra.common import APP_PORT, docker_labels, env_list, hardening, secret_env
 
 
 @dataclass
@@ -62,12 +62,8 @@ class Gateway(pulumi.ComponentResource):
             "RUNBOX_REQUIRE_KEYS": "true" if args.require_keys else "false",
             "RUNBOX_LOG_LEVEL": args.log_level,
         }
-        secret: dict[str, pulumi.Input[str]] = {"RUNBOX_AMQP_URL": args.amqp_url}
-        if args.api_keys is not None:
-            secret["RUNBOX_API_KEYS"] = args.api_keys
-        if args.metrics_token is not None:
-            secret["RUNBOX_METRICS_TOKEN"] = args.metrics_token
-        envs = env_list(plain, secret)
+        envs = env_list(plain, secret_env(args.metrics_token, RUNBOX_AMQP_URL=args.amqp_url,
+                                          RUNBOX_API_KEYS=args.api_keys))
         labels = {**args.labels, "runbox.role": "gateway", "runbox.image-hash": args.image_hash}
 
         self.containers, self.names, self.urls, self.metrics_targets = [], [], [], []

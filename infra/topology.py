@@ -1,15 +1,22 @@
-"""runbox over many Docker hosts (``runbox:dockerHosts``): which component goes on which host.
+"""Which component goes on which Docker host: one builder for one host and for many.
 
-- every host: its own networks, through its own provider (infra/hosts.py);
-- ``broker`` hosts: one RabbitMQ node each, clustered, AMQP only over TLS with the stack's
-  own user; queues and the stream are replicated over up to three nodes
+Without ``runbox:dockerHosts`` the stack is one host carrying every role, reached through
+Pulumi's default provider, its resources named as before hosts existed (``broker``,
+``gateway``...). With it, every entry is a host with its own provider (infra/hosts.py) and
+its resources are named after it (``h1-broker``...). The same code places both; what differs
+is only what crossing hosts needs (``apart``):
+
+- every host: its own networks;
+- ``broker`` hosts: one RabbitMQ node each. Apart, the nodes cluster, AMQP goes only over TLS
+  with the stack's own user, queues and the stream are replicated over up to three nodes
   (``RUNBOX_AMQP_QUORUM_SIZE``) and every app container lists every node (failover);
-- ``gateway`` / ``executor`` hosts: the app image (built there, run by its content id) and
-  ``gatewayCount`` / ``executorCount`` containers spread round-robin over the hosts with the
-  role; each executor host also gets the sandbox images and, when an executor there runs
-  gVisor, a check that the engine has ``runsc`` before any executor is created;
-- the ``monitoring`` host: Prometheus scraping every gateway, executor and RabbitMQ node on the
-  hosts' addresses, and Grafana.
+- ``gateway`` / ``executor`` hosts: the app image (apart: run by its content id, so every
+  host runs the bits built there) and ``gatewayCount`` / ``executorCount`` containers spread
+  round-robin over the hosts with the role; each executor host also gets the sandbox images,
+  its Docker gate and, apart, when an executor there runs gVisor, a check that the engine has
+  ``runsc`` before any executor is created;
+- the ``monitoring`` host: Prometheus scraping every gateway, executor, Docker gate and
+  RabbitMQ node (apart: on the hosts' addresses, where each publishes its metrics), and Grafana.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from dataclasses import dataclass
 import pulumi
 
 from infra.broker import Broker, BrokerArgs, BrokerTls
-from infra.config import DockerHost, InfraConfig
+from infra.config import ROLES, DockerHost, InfraConfig
 from infra.executor import Executor, ExecutorArgs
 from infra.gate import Gate, GateArgs
 from infra.gateway import Gateway, GatewayArgs
@@ -73,64 +80,75 @@ def spread(count: int, hosts: Sequence[DockerHost]) -> dict[str, int]:
     return share
 
 
+@dataclass(frozen=True)
+class Site:
+    """One host of the stack as the builder uses it: its roles, its provider, its resources' names."""
+
+    host: DockerHost
+    hosts: Hosts | None  # the providers; None: Pulumi's default provider (the one-host stack)
+
+    def opts(self, **kwargs: object) -> pulumi.ResourceOptions | None:
+        """Options putting a component (and its children) on this host's engine."""
+        if self.hosts is None:
+            return pulumi.ResourceOptions(**kwargs) if kwargs else None  # type: ignore[arg-type]
+        return self.hosts.opts(self.host, **kwargs)
+
+    def name(self, part: str) -> str:
+        """A resource name: ``part`` on the one host, ``<host>-<part>`` on many."""
+        return f"{self.host.name}-{part}" if self.host.name else part
+
+    def labels(self, cfg: InfraConfig) -> dict[str, str]:
+        return {**cfg.labels, "runbox.host": self.host.name} if self.host.name else cfg.labels
+
+
 @dataclass
 class Deployment:
-    """What the many-host program made, for the exports."""
+    """What the program made, for the exports."""
 
-    hosts: Hosts
+    sites: list[Site]
+    nets: dict[str, Network]
     brokers: list[Broker]
+    images: list[Images]
     gateways: list[Gateway]
+    gates: list[Gate]
     executors: list[Executor]
     checks: list[RuntimeCheck]
     monitoring: Monitoring | None
+    amqp_url: pulumi.Output[str]  # secret: every node
 
 
-def compose(cfg: InfraConfig) -> Deployment:
-    """Create every component on its host."""
-    assert cfg.broker_tls_ca is not None and cfg.broker_tls_cert is not None and cfg.broker_tls_key is not None
+def sites(cfg: InfraConfig) -> list[Site]:
+    """``runbox:dockerHosts`` with a provider each, or the one host every role goes on."""
+    if not cfg.docker_hosts:
+        return [Site(DockerHost("", "", ROLES, cfg.public_host), None)]
     hosts = Hosts("hosts", HostsArgs(cfg.docker_hosts))
-    nets = {h.name: Network(f"{h.name}-net", NetworkArgs(prefix=cfg.prefix, labels=cfg.labels), hosts.opts(h))
-            for h in cfg.docker_hosts}
+    return [Site(h, hosts) for h in cfg.docker_hosts]
 
-    broker_hosts = [h for h in cfg.docker_hosts if h.has("broker")]
-    node_names = {f"{cfg.prefix}-{h.name}-broker": h.address for h in broker_hosts}
-    tls = BrokerTls(ca=cfg.broker_tls_ca, cert=cfg.broker_tls_cert, key=cfg.broker_tls_key)
-    brokers = [
-        Broker(
-            f"{h.name}-broker",
-            BrokerArgs(
-                prefix=cfg.prefix,
-                network=nets[h.name].backend.name,
-                password=cfg.broker_password,
-                user=cfg.broker_user,
-                image=cfg.broker_image,
-                labels={**cfg.labels, "runbox.host": h.name},
-                management_network=nets[h.name].edge.name,
-                tls=tls,
-                address=h.address,
-                cluster_nodes=node_names,
-                erlang_cookie=cfg.erlang_cookie,
-            ),
-            hosts.opts(h),
-        )
-        for h in broker_hosts
-    ]
-    urls: pulumi.Output[str] = pulumi.Output.all(*(b.amqp_url for b in brokers)).apply(",".join)
-    amqp_url: pulumi.Output[str] = pulumi.Output.secret(urls)
-    replicas = {"RUNBOX_AMQP_QUORUM_SIZE": str(min(MAX_REPLICAS, len(brokers)))}
 
-    gateways: list[Gateway] = []
-    executors: list[Executor] = []
-    checks: list[RuntimeCheck] = []
-    app_hosts = [h for h in cfg.docker_hosts if h.has("gateway") or h.has("executor")]
-    gateway_share = spread(cfg.gateway_count, [h for h in cfg.docker_hosts if h.has("gateway")])
-    executor_hosts = [h for h in cfg.docker_hosts if h.has("executor")]
-    executor_share = spread(cfg.executor_count, executor_hosts)
-    executor_index = 0
-    for h in app_hosts:
-        labels = {**cfg.labels, "runbox.host": h.name}
+def build(cfg: InfraConfig) -> Deployment:
+    """Create every component on its host."""
+    apart = bool(cfg.docker_hosts)  # components meet over host addresses (and TLS), not one host's networks
+    placed = sites(cfg)
+    nets = {s.host.name: Network(s.name("net"), NetworkArgs(prefix=cfg.prefix, labels=cfg.labels), s.opts())
+            for s in placed}
+    brokers = make_brokers(cfg, [s for s in placed if s.host.has("broker")], nets, apart)
+    amqp_url: pulumi.Output[str] = pulumi.Output.secret(
+        pulumi.Output.all(*(b.amqp_url for b in brokers)).apply(",".join))
+    # One node needs no replica count (RabbitMQ's default: every node, i.e. one).
+    replicas = {"RUNBOX_AMQP_QUORUM_SIZE": str(min(MAX_REPLICAS, len(brokers)))} if apart else {}
+
+    made = Deployment(placed, nets, brokers, [], [], [], [], [], None, amqp_url)
+    gateway_share = spread(cfg.gateway_count, [s.host for s in placed if s.host.has("gateway")])
+    executor_share = spread(cfg.executor_count, [s.host for s in placed if s.host.has("executor")])
+    runtimes = [cfg.executor_runtimes[i] if i < len(cfg.executor_runtimes) else cfg.runtime
+                for i in range(cfg.executor_count)]
+    for site in placed:
+        gateways, executors = gateway_share.get(site.host.name, 0), executor_share.get(site.host.name, 0)
+        if not gateways and not executors:
+            continue
+        h, net, labels = site.host, nets[site.host.name], site.labels(cfg)
         images = Images(
-            f"{h.name}-images",
+            site.name("images"),
             ImagesArgs(
                 app_image=cfg.app_image,
                 languages_dir=cfg.languages_dir,
@@ -138,22 +156,22 @@ def compose(cfg: InfraConfig) -> Deployment:
                 build=cfg.build_images,
                 app_build_args=cfg.app_build_args,
                 sandboxes=h.has("executor"),
-                by_digest=True,
+                by_digest=apart,
             ),
-            hosts.opts(h),
+            site.opts(),
         )
-        net = nets[h.name]
-        if gateway_share.get(h.name):
-            gateways.append(
+        made.images.append(images)
+        if gateways:
+            made.gateways.append(
                 Gateway(
-                    f"{h.name}-gateway",
+                    site.name("gateway"),
                     GatewayArgs(
                         prefix=cfg.prefix,
                         image=images.app_ref,
                         amqp_url=amqp_url,
                         backend_network=net.backend.name,
                         edge_network=net.edge.name,
-                        count=gateway_share[h.name],
+                        count=gateways,
                         host_port=cfg.gateway_port,
                         bind_ip=cfg.bind_ip,
                         public_host=h.address,
@@ -167,32 +185,27 @@ def compose(cfg: InfraConfig) -> Deployment:
                         extra_env={**cfg.gateway_env, **replicas},
                         image_hash=images.app_hash,
                         labels=labels,
-                        depends_on=[*brokers, images.app],
-                        metrics_address=h.address,
+                        depends_on=[*(b.container for b in brokers), images.app],
+                        metrics_address=h.address if apart else None,
                     ),
-                    hosts.opts(h),
+                    site.opts(),
                 )
             )
-        count = executor_share.get(h.name, 0)
-        if not count:
+        if not executors:
             continue
-        runtimes = [
-            cfg.executor_runtimes[i] if i < len(cfg.executor_runtimes) else cfg.runtime
-            for i in range(executor_index, executor_index + count)
-        ]
-        executor_index += count
-        after: list[pulumi.Resource] = [*brokers, images.app, *images.sandboxes.values()]
-        if "runsc" in runtimes:
+        mine, runtimes = runtimes[:executors], runtimes[executors:]
+        after: list[pulumi.Resource] = [*(b.container for b in brokers), images.app, *images.sandboxes.values()]
+        if apart and "runsc" in mine:
             check = RuntimeCheck(
-                f"{h.name}-gvisor-check",
+                site.name("gvisor-check"),
                 RuntimeCheckArgs(prefix=cfg.prefix, image=images.app_ref, runtime="runsc", labels=labels),
-                hosts.opts(h, depends_on=[images.app]),
+                site.opts(depends_on=[images.app]),
             )
-            checks.append(check)
+            made.checks.append(check)
             after.append(check)
         # The host's Docker gate: its executors never see the engine's socket.
         gate = Gate(
-            f"{h.name}-gate",
+            site.name("gate"),
             GateArgs(
                 prefix=cfg.prefix,
                 image=images.app_ref,
@@ -204,22 +217,26 @@ def compose(cfg: InfraConfig) -> Deployment:
                 image_hash=images.app_hash,
                 labels=labels,
                 depends_on=[images.app],
+                extra_networks=[net.edge.name] if apart else [],
+                metrics_port=cfg.gate_metrics_port if apart else None,
+                publish_ip=h.address if apart else "",
             ),
-            hosts.opts(h),
+            site.opts(),
         )
+        made.gates.append(gate)
         after.append(gate.container)
-        executors.append(
+        made.executors.append(
             Executor(
-                f"{h.name}-executor",
+                site.name("executor"),
                 ExecutorArgs(
                     prefix=cfg.prefix,
                     image=images.app_ref,
                     amqp_url=amqp_url,
                     metrics_token=cfg.metrics_token,
                     network=net.backend.name,
-                    count=count,
+                    count=executors,
                     runtime=cfg.runtime,
-                    runtimes=runtimes,
+                    runtimes=mine,
                     gate_dir=gate.socket_dir,
                     docker_url=gate.docker_url,
                     docker_gid=cfg.docker_gid,
@@ -229,29 +246,61 @@ def compose(cfg: InfraConfig) -> Deployment:
                     image_hash=images.app_hash,
                     sandbox_hash=images.sandbox_hash,
                     labels=labels,
+                    # A pool warms its containers as soon as the executor starts: the images must exist.
                     depends_on=after,
-                    # The brokers are on other hosts: the executor needs a route off this one.
-                    extra_networks=[net.edge.name],
-                    metrics_port=cfg.executor_metrics_port,
-                    publish_ip=h.address,
+                    # Apart, the brokers and Prometheus are on other hosts: a route off this one,
+                    # and metrics published on the host's address.
+                    extra_networks=[net.edge.name] if apart else [],
+                    metrics_port=cfg.executor_metrics_port if apart else None,
+                    publish_ip=h.address if apart else "",
                 ),
-                hosts.opts(h),
+                site.opts(),
             )
         )
 
-    monitoring = None
     if cfg.monitoring:
-        (h,) = [h for h in cfg.docker_hosts if h.has("monitoring")]
+        (site,) = [s for s in placed if s.host.has("monitoring")]
         targets = {
-            "gateway": [t for g in gateways for t in g.metrics_targets],
-            "executor": [t for e in executors for t in e.metrics_targets],
+            "gateway": [t for g in made.gateways for t in g.metrics_targets],
+            "executor": [t for e in made.executors for t in e.metrics_targets],
+            "gate": [t for g in made.gates for t in g.metrics_targets],
             "rabbitmq": [b.metrics_target for b in brokers],
         }
-        net = nets[h.name]
-        monitoring = Monitoring(
-            f"{h.name}-monitoring",
-            monitoring_args(cfg, net.backend.name, net.edge.name, targets, h.address,
-                            {**cfg.labels, "runbox.host": h.name}),
-            hosts.opts(h),
+        net = nets[site.host.name]
+        made.monitoring = Monitoring(
+            site.name("monitoring"),
+            monitoring_args(cfg, net.backend.name, net.edge.name, targets, site.host.address, site.labels(cfg)),
+            site.opts(),
         )
-    return Deployment(hosts, brokers, gateways, executors, checks, monitoring)
+    return made
+
+
+def make_brokers(cfg: InfraConfig, placed: list[Site], nets: Mapping[str, Network], apart: bool) -> list[Broker]:
+    """One RabbitMQ node per broker host; apart, clustered over TLS on the hosts' addresses."""
+    tls = None
+    if apart:
+        assert cfg.broker_tls_ca is not None and cfg.broker_tls_cert is not None and cfg.broker_tls_key is not None
+        tls = BrokerTls(ca=cfg.broker_tls_ca, cert=cfg.broker_tls_cert, key=cfg.broker_tls_key)
+    node_names = {f"{cfg.prefix}-{s.name('broker')}": s.host.address for s in placed} if apart else {}
+    return [
+        Broker(
+            s.name("broker"),
+            BrokerArgs(
+                prefix=cfg.prefix,
+                network=nets[s.host.name].backend.name,
+                password=cfg.broker_password,
+                user=cfg.broker_user,
+                image=cfg.broker_image,
+                management_port=cfg.broker_management_port,
+                management_network=nets[s.host.name].edge.name,
+                bind_ip=cfg.monitoring_bind_ip,
+                labels=s.labels(cfg),
+                tls=tls,
+                address=s.host.address if apart else None,
+                cluster_nodes=node_names,
+                erlang_cookie=cfg.erlang_cookie,
+            ),
+            s.opts(),
+        )
+        for s in placed
+    ]

@@ -868,8 +868,16 @@ def test_prometheus_scrapes_every_host(three_hosts: Program) -> None:
     assert sorted(jobs["rabbitmq"]) == ["10.0.0.1:15692", "10.0.0.2:15692", "10.0.0.3:15692"]
     assert sorted(jobs["executor"]) == ["10.0.0.2:9180", "10.0.0.2:9181", "10.0.0.3:9180", "10.0.0.3:9181"]
     assert sorted(jobs["gateway"]) == ["10.0.0.1:8080", "10.0.0.1:8081", "10.0.0.3:8080"]
-    for executor in three_hosts.role("executor"):
-        assert all(p["ip"] != "0.0.0.0" for p in executor.inputs["ports"]), "metrics only on the host's address"
+    assert sorted(jobs["gate"]) == ["10.0.0.2:9179", "10.0.0.3:9179"], "every executor host's Docker gate"
+    for container in three_hosts.role("executor") + three_hosts.role("gate"):
+        published = {(int(p["internal"]), p["ip"]) for p in container.inputs["ports"]}
+        assert {ip for _, ip in published} == {{"h2": "10.0.0.2", "h3": "10.0.0.3"}[host_of(three_hosts, container)]}, (
+            "metrics only on the host's own address"
+        )
+        assert {port for port, _ in published} == {8080}, "nothing but /metrics is published"
+        assert any(n["name"].endswith("-net-edge") for n in container.inputs["networksAdvanced"]), (
+            "a network that can publish: the backend network is internal"
+        )
 
 
 @pytest.mark.parametrize(
