@@ -254,6 +254,10 @@ class EventLog:
         """The estimated bytes of job history this gateway holds."""
         return self._bytes
 
+    def records(self) -> list[JobRecord]:
+        """Every record the cache holds now (a snapshot; Judge0's listing and statistics read it)."""
+        return list(self._records.values())
+
     def note_local(self, event: Event) -> None:
         """Fold an event this gateway just published, ahead of reading it back from the stream."""
         self._apply(event)

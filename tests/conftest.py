@@ -12,6 +12,7 @@ import pytest
 from tests.runbox_client import CREATED_PREFIXES, Client, Service, delete_prefixes, start_gate
 
 CALLBACK_SECRET = "session-callback-secret"
+API_KEY = "session-premium-key"  # a premium-tier key of the session service (many jobs at once)
 
 
 def _require(cmd: list[str], what: str) -> None:
@@ -56,9 +57,13 @@ def delete_test_queues() -> Iterator[None]:
 def service(real_stack: None) -> Iterator[Service]:
     """One gateway+executor process shared by the tests that only need a working service.
 
-    Callbacks are on and may reach loopback, so a test can receive them on a local server.
+    Callbacks are on and may reach loopback, so a test can receive them on a local server;
+    ``API_KEY`` is a premium key (keys are not required).
     """
-    svc = Service(RUNBOX_CALLBACK_SECRET=CALLBACK_SECRET, RUNBOX_CALLBACK_ALLOW_CIDRS="127.0.0.0/8").start()
+    svc = Service(
+        RUNBOX_CALLBACK_SECRET=CALLBACK_SECRET, RUNBOX_CALLBACK_ALLOW_CIDRS="127.0.0.0/8",
+        RUNBOX_API_KEYS=f"premium:plain:{API_KEY}",
+    ).start()
     yield svc
     svc.stop()
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import shlex
 import time
 import zipfile
 from collections.abc import Iterator
@@ -17,7 +19,13 @@ import judge0
 import pytest
 from judge0.base_types import Config
 
-from tests.runbox_client import Service
+from app.callbacks import verify
+from app.languages import Registry
+from tests.callback_receiver import receiving
+from tests.conftest import API_KEY, CALLBACK_SECRET
+from tests.language_programs import ARGS, ECHOED, STDIN
+from tests.language_programs_more import ALL_PROGRAMS as PROGRAMS
+from tests.runbox_client import CORE_LANGUAGES, Service
 
 PYTHON_ID = 71
 DEFAULT_FIELDS = {"token", "time", "memory", "stdout", "stderr", "compile_output", "message", "status"}
@@ -439,6 +447,49 @@ def test_options_refused_in_judge0_shape(http: httpx.Client, body: Any, errors: 
     assert response.json() == errors
 
 
+# --- listing and information endpoints -------------------------------------------------------------
+def test_list_of_own_submissions_paginated_newest_first(http: httpx.Client) -> None:
+    tokens = [submit_wait(http, {"language_id": PYTHON_ID, "source_code": f"print({n})"})["token"] for n in range(3)]
+    first = http.get("/submissions", params={"per_page": "2", "fields": "token,stdout,status_id"})
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [s["token"] for s in page["submissions"]] == tokens[:0:-1]  # the two newest, newest first
+    assert page["submissions"][0] == {"token": tokens[2], "stdout": "2\n", "status_id": 3}
+    meta = page["meta"]
+    assert meta["current_page"] == 1 and meta["prev_page"] is None and meta["next_page"] == 2
+    assert meta["total_count"] >= 3 and meta["total_pages"] == -(-meta["total_count"] // 2)
+    second = http.get("/submissions", params={"per_page": "2", "page": "2", "fields": "token"}).json()
+    assert second["submissions"][0]["token"] == tokens[0]
+    assert second["meta"]["prev_page"] == 1
+    assert http.get("/submissions", params={"page": "0"}).json() == {"error": "invalid page: 0"}
+    assert http.get("/submissions", params={"per_page": "-1"}).json() == {"error": "invalid per_page: -1"}
+
+
+def test_statistics_workers_and_system_info(http: httpx.Client) -> None:
+    submit_wait(http, {"language_id": PYTHON_ID, "source_code": "print(1)"})
+    stats = http.get("/statistics").json()
+    assert stats["submissions"]["total"] >= 1 and stats["submissions"]["today"] >= 1
+    assert len(stats["submissions"]["last_30_days"]) == 30
+    assert any(row["language"]["id"] == PYTHON_ID and row["count"] >= 1 for row in stats["languages"])
+    assert any(row["status"] == {"id": 3, "name": "Accepted"} for row in stats["statuses"])
+    workers = {row["queue"]: row for row in http.get("/workers").json()}
+    assert workers["python"]["available"] >= 1
+    assert workers["python"]["idle"] + workers["python"]["working"] == workers["python"]["available"]
+    info = http.get("/system_info").json()
+    assert int(info["CPU(s)"]) >= 1 and info["Mem"] and info["Architecture"]
+
+
+def test_x_auth_token_is_read_from_the_header_or_a_parameter(http: httpx.Client) -> None:
+    assert http.post("/authenticate").status_code == 200  # this deployment requires no key
+    assert http.post("/authenticate", headers={"X-Auth-Token": "not-a-key"}).status_code == 401
+    assert http.post("/authenticate", params={"X-Auth-Token": "not-a-key"}).status_code == 401
+    assert http.post("/authenticate", params={"X-Auth-Token": API_KEY}).status_code == 200
+    assert http.post("/authenticate", headers={"X-Auth-Token": API_KEY}).status_code == 200
+    response = http.post("/submissions", params={"X-Auth-Token": "not-a-key"}, json=py())
+    assert response.status_code == 401 and set(response.json()) == {"error"}
+    assert http.post("/authorize").status_code == 403
+
+
 # --- the official SDK ------------------------------------------------------------------------------
 def test_official_judge0_client_end_to_end(service: Service) -> None:
     client = judge0.Client(service.url)  # the SDK's documented way to use a self-hosted Judge0
@@ -473,3 +524,31 @@ def test_official_judge0_client_end_to_end(service: Service) -> None:
     assert pending.token
     done = judge0.wait(client=client, submissions=pending)
     assert done.stdout == "later\n"
+
+
+def test_official_client_across_languages_with_options_and_callbacks(service: Service) -> None:
+    """The SDK, unchanged, runs every core language id: stdin, arguments, expected_output,
+    compiler_options where the compiler takes them, and each submission's callback arrives."""
+    units = [unit for unit in Registry.load(CORE_LANGUAGES) if unit.judge0_id]
+    assert len(units) >= 10
+    # A key, sent as Judge0's X-Auth-Token: eleven jobs at once exceed the anonymous allowance.
+    client = judge0.Client(service.url, headers={"X-Auth-Token": API_KEY})
+    with receiving() as receiver:
+        submissions = []
+        for unit in units:
+            options = "-O0 -Wall" if unit.name in ("c", "cpp") else None
+            submissions.append(judge0.Submission(
+                source_code=PROGRAMS[unit.name].echo, language=unit.judge0_id, stdin=STDIN,
+                command_line_arguments=" ".join(shlex.quote(arg) for arg in ARGS), expected_output=ECHOED,
+                compiler_options=options, callback_url=f"{receiver.url}/sdk/{unit.judge0_id}",
+            ))
+        results = judge0.run(client=client, submissions=submissions)
+        for unit, result in zip(units, results, strict=True):
+            assert result.status == judge0.Status.ACCEPTED, (unit.key, result.status, result.compile_output)
+            assert result.stdout == ECHOED, unit.key
+        for unit, result in zip(units, results, strict=True):
+            (delivery,) = receiver.wait(f"/sdk/{unit.judge0_id}", 1, timeout=60)
+            body = json.loads(delivery.body)
+            assert delivery.method == "PUT" and body["token"] == result.token
+            assert body["status"]["id"] == 3 and base64.b64decode(body["stdout"]).decode() == ECHOED
+            assert verify(CALLBACK_SECRET, delivery.headers["Runbox-Signature"], delivery.body)

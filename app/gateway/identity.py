@@ -88,17 +88,21 @@ class Identities:
 
     def identify(
         self, headers: Headers, peer: str | None, *, playground: bool = False, reading: bool = False,
-        token_header: str | None = None,
+        token_header: str | None = None, token_param: str = "",
     ) -> Identity:
         """Resolve the caller; 401 for an unknown key, or for no key when keys are required.
 
         ``token_header`` names a flavour's own key header (Judge0's ``X-Auth-Token``), read
-        when there is no ``Authorization``. ``reading`` lets a job's id stand in for a key;
+        when there is no ``Authorization``; ``token_param`` is the same key sent as a query
+        parameter of that name, which Judge0 also accepts, read when neither header is sent.
+        ``reading`` lets a job's id stand in for a key;
         ``playground`` does only when the operator allows anonymous playground use.
         """
         header = headers.get("Authorization", "")
-        if not header and token_header and headers.get(token_header, "").strip():
-            header = "Bearer " + headers.get(token_header, "").strip()
+        if not header and token_header:
+            token = headers.get(token_header, "").strip() or token_param.strip()
+            if token:
+                header = "Bearer " + token
         if header:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():

@@ -317,6 +317,33 @@ class Judge0Batched(BaseModel):
     submissions: list[Judge0View | None]
 
 
+class Judge0PageMeta(BaseModel):
+    current_page: int
+    next_page: int | None
+    prev_page: int | None
+    total_pages: int
+    total_count: int
+
+
+class Judge0Page(BaseModel):
+    """``GET /submissions``: one page of the caller's submissions this gateway still holds."""
+
+    submissions: list[Judge0View]
+    meta: Judge0PageMeta
+
+
+class Judge0Worker(BaseModel):
+    """``GET /workers``: one language queue, its backlog and the executors consuming it."""
+
+    queue: str
+    size: int
+    available: int
+    idle: int
+    working: int
+    paused: int
+    failed: int
+
+
 class Judge0Error(BaseModel):
     """Judge0's error shape: ``{"error"}``; validation failures list messages per attribute."""
 

@@ -132,10 +132,24 @@ def paths() -> dict[str, Any]:
         "/languages/{language_id}": {"get": op("A Judge0 language", "judge0",
                                                {"200": ("language", content(ref(models.Judge0Language)))},
                                                params=[path_param("language_id", "a Judge0 language id")])},
-        "/submissions": {"post": op("Judge0: create a submission", "judge0",
-                                    {"201": ("token, or the result with wait=true", content(judge0_one))},
-                                    body=models.Judge0Submission, extra=("422",),
-                                    params=[*JUDGE0_QUERY, query("wait", TRUE_FALSE, "answer when it ends")])},
+        "/submissions": {
+            "post": op("Judge0: create a submission", "judge0",
+                       {"201": ("token, or the result with wait=true", content(judge0_one))},
+                       body=models.Judge0Submission, extra=("422",),
+                       params=[*JUDGE0_QUERY, query("wait", TRUE_FALSE, "answer when it ends")]),
+            "get": op("Judge0: the caller's submissions this gateway still holds, newest first", "judge0",
+                      {"200": ("a page of submissions", content(ref(models.Judge0Page)))},
+                      params=[*JUDGE0_QUERY, query("page", {"type": "integer"}, "from 1"),
+                              query("per_page", {"type": "integer"}, "20 by default, at most 100")]),
+        },
+        "/statistics": {"get": op("Judge0 statistics of the jobs this gateway holds", "judge0",
+                                  {"200": ("statistics", content({"type": "object"}))})},
+        "/workers": {"get": op("Judge0 workers: each language queue's backlog and executors", "judge0",
+                               {"200": ("queues", content(array(models.Judge0Worker)))})},
+        "/system_info": {"get": op("Judge0 system information (the answering gateway's machine)", "judge0",
+                                   {"200": ("facts", content({"type": "object"}))})},
+        "/authenticate": {"post": op("Judge0: check an X-Auth-Token", "judge0", {"200": ("accepted", {})})},
+        "/authorize": {"post": op("Judge0: administrator check (none is configured: 403)", "judge0", {})},
         "/submissions/batch": {
             "post": op("Judge0: create up to 20 submissions", "judge0",
                        {"201": ("a token or errors per item", content({"type": "array", "items": {"type": "object"}}))},
@@ -159,7 +173,7 @@ def document(registry: Registry) -> dict[str, Any]:
         models.ErrorOut, models.HealthOut, models.ReadyOut, models.PistonExecute, models.PistonRuntime,
         models.PistonResult, models.PistonError,
         models.Judge0Submission, models.Judge0Batch, models.Judge0Status, models.Judge0Language, models.Judge0Token,
-        models.Judge0View, models.Judge0Batched, models.Judge0Error,
+        models.Judge0View, models.Judge0Batched, models.Judge0Error, models.Judge0Page, models.Judge0Worker,
     ]
     _, schemas = models_json_schema([(m, "validation") for m in wanted], ref_template=REF)
     components = schemas.get("$defs", {})

@@ -56,7 +56,8 @@ class Gateway:
     def identify(self, *, playground: bool = False, reading: bool = False, token_header: str | None = None) -> Identity:
         """The current request's identity (see :class:`Identities`)."""
         return self.identities.identify(
-            request.headers, request.remote_addr, playground=playground, reading=reading, token_header=token_header
+            request.headers, request.remote_addr, playground=playground, reading=reading, token_header=token_header,
+            token_param=request.args.get(token_header, "") if token_header else "",
         )
 
     def reader(self, token_header: str | None = None) -> Identity:

@@ -1,5 +1,6 @@
 """Judge0 CE compatible API: contract (constants), parse (requests), render (answers), routes."""
 
+from app.gateway.judge0 import info  # noqa: F401  (registers its routes on bp)
 from app.gateway.judge0.contract import shape
 from app.gateway.judge0.render import callback_renderer
 from app.gateway.judge0.routes import bp
