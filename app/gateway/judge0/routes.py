@@ -3,8 +3,10 @@
 Endpoints: ``/about``, ``/version``, ``/config_info``, ``/statuses``, ``/languages``,
 ``/languages/all``, ``/languages/{id}``, ``POST /submissions`` (``wait``, ``base64_encoded``,
 ``fields``), ``GET /submissions/{token}``, ``POST /submissions/batch`` and
-``GET /submissions/batch?tokens=``. Submissions become ordinary runbox jobs; a token is the
-job's id. Language ids come from each language's ``judge0_id``.
+``GET /submissions/batch?tokens=`` (the listing and information endpoints are in
+``info.py``). Submissions become ordinary runbox jobs; a token is the job's id. Language ids
+come from each language's ``judge0_id``; a ``callback_url`` is delivered by the gateways'
+callback sender with the ``judge0`` renderer (``render.callback_renderer``).
 
 Judge0 keeps request attributes (``expected_output``, limits, the source...) with the
 submission and answers them back. runbox's job state does not hold them, so they travel in
