@@ -38,6 +38,7 @@ MANAGED_ENV_NAMES = frozenset(
         "RUNBOX_AMQP_PREFIX",
         "RUNBOX_EXECUTOR_NAME",
         "RUNBOX_RUNTIME",
+        "RUNBOX_GVISOR_RUNTIME",
         "RUNBOX_DOCKER_URL",
         "RUNBOX_GATEWAY_COUNT",
         "RUNBOX_TRUSTED_PROXIES",
@@ -148,6 +149,9 @@ class InfraConfig:
     executor_count: int = 1
     runtime: str = "runc"
     executor_runtimes: tuple[str, ...] = ()
+    # The engine's name for the gVisor that ``runsc`` means (scripts/setup.sh registers it on each
+    # host): RUNBOX_GVISOR_RUNTIME of every executor and gate, and what the hosts' check runs.
+    gvisor_runtime: str = Settings.gvisor_runtime
     docker_socket: str = "/var/run/docker.sock"
     docker_gid: int | None = None
     executor_env: dict[str, str] = field(default_factory=dict)
@@ -255,6 +259,7 @@ def load(config: pulumi.Config | None = None) -> InfraConfig:
         executor_count=_int(c, "executorCount", InfraConfig.executor_count),
         runtime=c.get("runtime") or InfraConfig.runtime,
         executor_runtimes=_strings(c, "executorRuntimes"),
+        gvisor_runtime=c.get("gvisorRuntime") or InfraConfig.gvisor_runtime,
         docker_socket=c.get("dockerSocket") or InfraConfig.docker_socket,
         docker_gid=c.get_int("dockerGid"),
         executor_env=_env(c, "executorEnv"),

@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
+from app.config import Settings
 from infra.common import APP_PORT, docker_labels, env_list, hardening, metrics_endpoint, secret_env
 
 GATE_DIR_IN_CONTAINER = "/run/runbox"
@@ -35,6 +36,7 @@ class ExecutorArgs:
     count: int = 1
     runtime: str = "runc"  # RUNBOX_RUNTIME for the sandboxes: runc, or runsc (gVisor)
     runtimes: Sequence[str] = ()  # per-executor overrides of ``runtime``, by index
+    gvisor_runtime: str = Settings.gvisor_runtime  # the engine's name for ``runsc`` (RUNBOX_GVISOR_RUNTIME)
     gate_dir: str = "/run/runbox-gate"  # on the host: the directory of the gate's socket
     docker_url: str = "unix:///run/runbox/gate.sock"  # the gate's socket, as the executor sees it
     # The host's group owning the gate's socket: the executor runs as the image's user with that
@@ -93,6 +95,7 @@ class Executor(pulumi.ComponentResource):
                     # which carry this name in their runbox.executor label.
                     "RUNBOX_EXECUTOR_NAME": docker_name,
                     "RUNBOX_RUNTIME": runtime,
+                    "RUNBOX_GVISOR_RUNTIME": args.gvisor_runtime,
                     "RUNBOX_DOCKER_URL": args.docker_url,
                     "RUNBOX_LOG_LEVEL": args.log_level,
                 },

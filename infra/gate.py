@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
+from app.config import Settings
 from infra.common import APP_PORT, docker_labels, env_list, hardening, metrics_endpoint, secret_env
 
 SOCKET_DIR_IN_CONTAINER = "/run/runbox"
@@ -39,6 +40,7 @@ class GateArgs:
     # None runs it as root (still without capabilities).
     docker_gid: int | None = None
     runtime_dir: str = "/usr/local/lib/runbox"  # the gVisor setup.sh installs, for its version
+    gvisor_runtime: str = Settings.gvisor_runtime  # the engine's name for ``runsc`` the gate admits
     log_level: str = "INFO"
     metrics_token: pulumi.Output[str] | None = None  # secret: what Prometheus presents at /metrics
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -79,6 +81,7 @@ class Gate(pulumi.ComponentResource):
             "RUNBOX_PORT": str(APP_PORT),
             "RUNBOX_GATE_SOCKET": GATE_SOCKET,
             "RUNBOX_ENGINE_URL": f"unix://{ENGINE_SOCKET_IN_CONTAINER}",
+            "RUNBOX_GVISOR_RUNTIME": args.gvisor_runtime,
             "RUNBOX_LOG_LEVEL": args.log_level,
         })
         # The only secret the gate holds is the metrics token; the engine's socket is its real power.

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
+from app.config import Settings
 from infra.common import docker_labels
 from infra.config import DockerHost
 
@@ -49,7 +50,7 @@ class RuntimeCheckArgs:
 
     prefix: str
     image: pulumi.Input[str]  # any image with a shell-free ``python``: the app image
-    runtime: str = "runsc"
+    runtime: str = Settings.gvisor_runtime  # the engine's name: the one the executors' sandboxes use
     labels: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -198,7 +198,7 @@ def build(cfg: InfraConfig) -> Deployment:
         if apart and "runsc" in mine:
             check = RuntimeCheck(
                 site.name("gvisor-check"),
-                RuntimeCheckArgs(prefix=cfg.prefix, image=images.app_ref, runtime="runsc", labels=labels),
+                RuntimeCheckArgs(prefix=cfg.prefix, image=images.app_ref, runtime=cfg.gvisor_runtime, labels=labels),
                 site.opts(depends_on=[images.app]),
             )
             made.checks.append(check)
@@ -212,6 +212,7 @@ def build(cfg: InfraConfig) -> Deployment:
                 network=net.backend.name,
                 docker_socket=cfg.docker_socket,
                 docker_gid=cfg.docker_gid,
+                gvisor_runtime=cfg.gvisor_runtime,
                 log_level=cfg.log_level,
                 metrics_token=cfg.metrics_token,
                 image_hash=images.app_hash,
@@ -240,6 +241,7 @@ def build(cfg: InfraConfig) -> Deployment:
                     gate_dir=gate.socket_dir,
                     docker_url=gate.docker_url,
                     docker_gid=cfg.docker_gid,
+                    gvisor_runtime=cfg.gvisor_runtime,
                     amqp_prefix=cfg.amqp_prefix,
                     log_level=cfg.log_level,
                     extra_env={**cfg.executor_env, **replicas},

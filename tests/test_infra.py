@@ -842,11 +842,19 @@ def test_gvisor_is_checked_on_every_executor_host_that_uses_it(three_hosts: Prog
     checks = three_hosts.role("runtime-check")
     assert [host_of(three_hosts, c) for c in checks] == ["h2"], "h2 runs the runsc executor; h3 only runc"
     (check,) = checks
-    assert check.inputs["runtime"] == "runsc" and check.inputs["attach"] is True
+    # The check runs the engine runtime the executors' sandboxes use (RUNBOX_GVISOR_RUNTIME, the
+    # gVisor setup.sh registers), not Debian's own ``runsc``, and every executor and gate agrees.
+    assert check.inputs["runtime"] == "runbox-runsc" and check.inputs["attach"] is True
     assert check.inputs["networkMode"] == "none"
-    everywhere = run_many({"runbox:runtime": "runsc", "runbox:executorRuntimes": "[]"})
+    for role in ("executor", "gate"):
+        assert {env(c)["RUNBOX_GVISOR_RUNTIME"] for c in three_hosts.role(role)} == {"runbox-runsc"}, role
+    everywhere = run_many({"runbox:runtime": "runsc", "runbox:executorRuntimes": "[]",
+                           "runbox:gvisorRuntime": "gvisor-2024"})
     assert sorted(host_of(everywhere, c) for c in everywhere.role("runtime-check")) == ["h2", "h3"]
+    assert {c.inputs["runtime"] for c in everywhere.role("runtime-check")} == {"gvisor-2024"}
     assert {env(c)["RUNBOX_RUNTIME"] for c in everywhere.role("executor")} == {"runsc"}
+    for role in ("executor", "gate"):
+        assert {env(c)["RUNBOX_GVISOR_RUNTIME"] for c in everywhere.role(role)} == {"gvisor-2024"}, role
 
 
 def test_app_containers_run_their_image_by_content_id(three_hosts: Program) -> None:
