@@ -58,8 +58,8 @@ DOCKER_MASKED_PATHS = (
 # (its children's CPU time in /proc/1/stat, its peak memory in /proc/1/status) and the
 # container's cumulative cgroup figures (peaks, fail and OOM counts, CPU and I/O totals).
 # The engine masks each one (a file reads empty, a directory lists nothing) for runc; gVisor
-# serves /proc and its cgroups itself, so there the cgroup directories are covered by empty
-# read-only tmpfs mounts instead. The agent keeps what it needs: memory.stat's current figures.
+# serves /proc and its cgroups itself and ignores the masks, so there :data:`GVISOR_COVERS` hides
+# them instead. The agent keeps what it needs: memory.stat's current figures.
 COUNTER_PATHS = (
     *(f"/proc/1/{name}" for name in ("stat", "status", "statm", "sched", "schedstat", "io", "smaps",
                                      "smaps_rollup", "task")),
@@ -73,7 +73,14 @@ COUNTER_PATHS = (
         "memory.pressure", "pids.peak", "pids.events", "cpu.stat", "cpu.pressure", "io.stat", "io.pressure")),
 )
 MASKED_PATHS = (*DOCKER_MASKED_PATHS, *COUNTER_PATHS)
-GVISOR_HIDDEN_CGROUPS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct")
+# Under gVisor: empty read-only tmpfs mounts over the cgroup counters and over the agent's whole
+# /proc/1. gVisor's /proc serves PID 1's environ, fd list and stdio, maps and figures to any
+# process of the same uid however non-dumpable the agent is (runsc 20221219 and 20240729 alike);
+# a job can neither unmount the cover (no umount, mount or setns in the seccomp profile) nor
+# reach the agent by another name (it has no threads, so no /proc/<tid>). runc refuses mounts
+# into /proc and needs none: there non-dumpable and the masks close the same entries.
+GVISOR_COVERS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/proc/1")
+COVER_TMPFS = "ro,nosuid,nodev,noexec,size=4k,mode=0555"
 
 
 class SandboxError(RuntimeError):
@@ -144,7 +151,7 @@ def container_options(
         "/tmp": f"rw,exec,nosuid,nodev,size={TMP_MB}m,uid={uid},gid={uid},mode=0700",
     }
     if runtime == "runsc":
-        tmpfs.update({path: "ro,nosuid,nodev,noexec,size=4k,mode=0555" for path in GVISOR_HIDDEN_CGROUPS})
+        tmpfs.update({path: COVER_TMPFS for path in GVISOR_COVERS})
     return {
         "image": language.image,
         "user": f"{uid}:{uid}",

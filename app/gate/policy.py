@@ -20,7 +20,8 @@ from app import seccomp
 from app.executor.sandbox import (
     AGENT_MEMORY_MB,
     AGENT_PROCESSES,
-    GVISOR_HIDDEN_CGROUPS,
+    COVER_TMPFS,
+    GVISOR_COVERS,
     GVISOR_THREADS,
     MASKED_PATHS,
     SHM_MB,
@@ -43,7 +44,6 @@ LABELS = {"runbox.role", "runbox.executor", "runbox.language", "runbox.uid"}
 OWNER_LABEL = "runbox.owner"  # host/pid of the executor process, optional (app/executor/engine.py)
 MAX_EXECUTOR_NAME = 128
 TMPFS = re.compile(r"^rw,exec,nosuid,nodev,size=(\d+)m,uid=(\d+),gid=(\d+),mode=0700$")
-HIDING_TMPFS = "ro,nosuid,nodev,noexec,size=4k,mode=0555"
 TMPFS_MAX_MB = {"/work": 1024, "/tmp": TMP_MB}
 ULIMITS_MAX = {"nofile": 4096, "core": 0}
 MAX_CPUS = 4.0
@@ -231,13 +231,13 @@ def _check_host(host: dict[str, Any], language: Language, runtime: str, uid: int
     )
     tmpfs = host.pop("Tmpfs", {})
     _require(isinstance(tmpfs, dict), "Tmpfs is an object")
-    hiding = {path: tmpfs.pop(path) for path in GVISOR_HIDDEN_CGROUPS if path in tmpfs}
+    covers = {path: tmpfs.pop(path) for path in GVISOR_COVERS if path in tmpfs}
     _require(
-        all(options == HIDING_TMPFS for options in hiding.values())
-        and len(hiding) in ((0, len(GVISOR_HIDDEN_CGROUPS)) if runtime == "runc" else (len(GVISOR_HIDDEN_CGROUPS),)),
-        "under gVisor a sandbox covers its cgroup counters with empty read-only tmpfs mounts",
+        all(options == COVER_TMPFS for options in covers.values())
+        and len(covers) == (len(GVISOR_COVERS) if runtime == "runsc" else 0),
+        "under gVisor (only) a sandbox covers its cgroup counters and /proc/1 with empty read-only tmpfs mounts",
     )
-    _require(set(tmpfs) == set(TMPFS_MAX_MB), "a sandbox has tmpfs /work and /tmp (and the counter covers) only")
+    _require(set(tmpfs) == set(TMPFS_MAX_MB), "a sandbox has tmpfs /work and /tmp (and gVisor's covers) only")
     for path, options in tmpfs.items():
         match = TMPFS.fullmatch(options) if isinstance(options, str) else None
         _require(

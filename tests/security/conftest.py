@@ -103,6 +103,12 @@ class Target:
         self.client = self.service.client()
 
     @property
+    def agent_closed(self) -> str:
+        """How opening the agent's ``/proc/1`` entries fails: runc checks ptrace access to the
+        non-dumpable agent; under gVisor an empty tmpfs covers the whole directory."""
+        return "Permission denied" if self.runtime == "runc" else "No such file or directory"
+
+    @property
     def executor(self) -> str:
         return self.service.env["RUNBOX_EXECUTOR_NAME"]
 

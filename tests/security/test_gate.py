@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.executor.sandbox import DOCKER_MASKED_PATHS, container_options, create_container
+from app.executor.sandbox import COVER_TMPFS, DOCKER_MASKED_PATHS, container_options, create_container
 from app.languages import Registry
 from tests.runbox_client import Service
 
@@ -130,6 +130,8 @@ TAMPERED: dict[str, Callable[[Options], None]] = {
     "cgroup_parent": lambda o: o.update(cgroup_parent="/"),
     "counters_shown": lambda o: o.update(masked_paths=list(DOCKER_MASKED_PATHS)),
     "proc_unmasked": lambda o: o.update(masked_paths=[]),
+    "tmpfs_over_proc_under_runc": lambda o: o["tmpfs"].update({"/proc/1": COVER_TMPFS}),
+    "agent_proc_uncovered_under_gvisor": lambda o: (o.update(sandbox_options("runsc")), o["tmpfs"].pop("/proc/1")),
 }
 
 
