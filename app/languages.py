@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,13 @@ MAX_LIMITS = Limits(
 )
 # Output past the per-stream cap is dropped; past this many times the cap the job is killed.
 HARD_OUTPUT_FACTOR = 16
+# Comments and string literals, blanked before a class-named program's first class is looked for.
+_NOT_CODE = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"', re.S)
+# A type declaration; the first public one names the file (javac's rule), else the first one.
+_TYPE_DECLARATION = re.compile(
+    r"(?:^|[\s;{}])(public\s+)?(?:(?:final|abstract|sealed|non-sealed|strictfp|static)\s+)*"
+    r"(?:class|interface|enum|record)\s+([A-Za-z_][A-Za-z0-9_]{0,90})\b"
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,10 @@ class Language:
     judge0_id: int = 0
     judge0_name: str = ""
     piston_name: str = ""
+    # Java's rule: a public class lives in a file of its name. The program is written under
+    # its first top-level class's name (``Solution.java``) and the run step starts that
+    # class, read from $RUNBOX_MAIN_FILE, as Java's own source launcher (and Piston) would.
+    class_named: bool = False
     # How its image is built: sandbox_images/<dockerfile>/Dockerfile with these build arguments
     # (BASE: the shared base it starts from); a unit that extends another reuses its Dockerfile.
     dockerfile: str = ""
@@ -102,6 +114,18 @@ class Language:
     @property
     def compiled(self) -> bool:
         return self.compile is not None
+
+    def main_file(self, source: str) -> str:
+        """The name the program is written under: ``source_file``, or for a class-named
+        language its public (else first) top-level class's name with ``source_file``'s extension.
+        """
+        if not self.class_named:
+            return self.source_file
+        found = list(_TYPE_DECLARATION.finditer(_NOT_CODE.sub(" ", source)))
+        if not found:
+            return self.source_file
+        chosen = next((match for match in found if match.group(1)), found[0])
+        return chosen.group(2) + Path(self.source_file).suffix
 
     def resolve_limits(self, requested: Any) -> Limits:
         """Fill a request's ``limits`` object from the defaults and check it against the maximums."""

@@ -106,6 +106,9 @@ class Job:
     callback_renderer: str = ""  # "" or "v1": the v1 job state; "judge0": the Judge0 submission
     compile_options: tuple[str, ...] = ()  # appended to the compile command
     stack_kb: int = 0  # the run step's stack limit (RLIMIT_STACK); 0: the sandbox's default
+    # Tighter limits for the compile step (``timeout_s``, ``cpu_time_s``, ``memory_mb``), each
+    # within the language's compile step; absent ones are the step's own (Piston's compile_*).
+    compile_limits: dict[str, float] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         data = asdict(self)
@@ -131,6 +134,7 @@ class Job:
             callback_renderer=data.get("callback_renderer", ""),
             compile_options=tuple(data.get("compile_options", ())),
             stack_kb=int(data.get("stack_kb", 0)),
+            compile_limits=dict(data.get("compile_limits") or {}),
         )
 
 

@@ -86,8 +86,15 @@ def test_output_interleaves_stdout_and_stderr(http: httpx.Client) -> None:
 def test_version_selectors(http: httpx.Client) -> None:
     version = next(r["version"] for r in http.get("/api/v2/runtimes").json() if r["language"] == "python")
     major = version.split(".")[0]
-    for selector in ("*", major, f"{major}.x", version):
-        assert ok(http, python("print(1)", version=selector))["run"]["stdout"] == "1\n", selector
+    minor = ".".join(version.split(".")[:2])
+    # As Piston's semver.satisfies: exact, prefixes, wildcards and npm ranges.
+    selectors = ("*", major, version, f"{minor}.x", f"^{major}.0.0", f">={major}.0.0 <{int(major) + 1}.0.0")
+    for selector in selectors:
+        answer = ok(http, python("print(1)", version=selector))
+        assert (answer["run"]["stdout"], answer["version"]) == ("1\n", version), selector
+    for unknown in (f"{major}.{int(version.split('.')[1]) + 40}.0", f"^{int(major) + 1}", "not-a-version"):
+        response = execute(http, python("print(1)", version=unknown))
+        assert response.status_code == 400 and "runtime is unknown" in response.json()["message"], unknown
 
 
 def test_extra_files_and_encodings(http: httpx.Client) -> None:
@@ -184,3 +191,59 @@ def test_compile_error_for_a_compiled_language(http: httpx.Client) -> None:
     assert compile_stage["output"]
     # The program never ran; the run stage repeats the compile stage, as Piston does.
     assert answer["run"] == compile_stage
+
+
+JAVA_SOLUTION = """import java.util.Scanner;
+
+// Not named Main, in a file called Main.java: Piston runs it all the same.
+public class Solution {
+    public static void main(String[] args) {
+        Scanner in = new Scanner(System.in);
+        System.out.println("hi " + in.nextLine() + " " + String.join(",", args) + " " + Helper.twice(21));
+    }
+}
+"""
+
+
+def test_java_public_class_compiles_and_runs_under_its_own_name(http: httpx.Client) -> None:
+    files = [
+        {"name": "Main.java", "content": JAVA_SOLUTION},
+        {"name": "Helper.java", "content": "class Helper { static int twice(int x) { return 2 * x; } }\n"},
+    ]
+    # A generous run_timeout: a JVM under gVisor on a loaded machine can take Piston's 3 s default.
+    body = {"language": "java", "version": "*", "files": files, "stdin": "there", "args": ["a", "b"],
+            "run_timeout": 15000, "run_cpu_time": 15000}
+    answer = ok(http, body)
+    assert answer["compile"]["code"] == 0, answer["compile"]
+    assert answer["run"]["stdout"] == "hi there a,b 42\n", answer["run"]
+
+
+def test_stdin_gets_a_final_newline_as_in_piston(http: httpx.Client) -> None:
+    script = 'read -r a; read -r b; echo "[$a][$b]"; read -r c || echo "end"'
+    body = {"language": "bash", "version": "*", "files": [{"name": "x.sh", "content": script}], "stdin": "one\ntwo"}
+    assert ok(http, body)["run"]["stdout"] == "[one][two]\nend\n"
+    # No stdin at all is one empty line, as in Piston.
+    count = {"language": "python", "files": [{"content": "import sys; print(repr(sys.stdin.read()))"}]}
+    assert ok(http, count)["run"]["stdout"] == "'\\n'\n"
+
+
+C_HELLO = "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n"
+
+
+def test_compile_limits_apply_to_the_compile_step(http: httpx.Client) -> None:
+    fine = ok(http, {"language": "c", "files": [{"name": "a.c", "content": C_HELLO}], "compile_timeout": 10000})
+    assert (fine["compile"]["code"], fine["run"]["stdout"]) == (0, "hi\n")
+    slow = ok(http, {"language": "c", "files": [{"content": C_HELLO}], "compile_timeout": 1})
+    assert slow["compile"]["status"] == "TO" and slow["compile"]["signal"] == "SIGKILL", slow["compile"]
+    assert slow["run"] == slow["compile"]  # the program never ran
+    small = ok(http, {"language": "c", "files": [{"content": C_HELLO}], "compile_memory_limit": 1024 * 1024})
+    assert small["compile"]["status"] == "SG" and small["compile"]["message"] == "Memory limit exceeded", small
+    # The compile step's own budget is the ceiling, as Piston's configured limit is.
+    refused = execute(http, {"language": "c", "files": [{"content": C_HELLO}], "compile_timeout": 10**7})
+    assert refused.status_code == 400 and "compile_timeout cannot exceed" in refused.json()["message"]
+
+
+def test_default_run_timeout_is_pistons_three_seconds(http: httpx.Client) -> None:
+    run = ok(http, python("import time\ntime.sleep(10)\nprint('late')"))["run"]
+    assert (run["status"], run["signal"], run["stdout"]) == ("TO", "SIGKILL", ""), run
+    assert run["wall_time"] is None or run["wall_time"] < 9000

@@ -258,3 +258,44 @@ def test_event_log_is_bounded_in_bytes() -> None:
         log.note_local(Event(job=job, name="result", data=done, attempt=1, n=2))
         assert log.cached_bytes <= 1024 * 1024
     assert log.cached_bytes > 512 * 1024  # it keeps what fits, not nothing
+
+
+def test_piston_picks_versions_as_pistons_semver_matcher() -> None:
+    """Piston takes the highest runtime that ``semver.satisfies`` the requested version."""
+    from app.gateway.piston import find_runtime
+
+    registry = Registry.load(("python", "python-trixie"))
+    picks = {
+        "3.11.2": "3.11.2", "3.13.5": "3.13.5", "*": "3.13.5", "3": "3.13.5", "3.x": "3.13.5",
+        "3.11": "3.11.2", "3.11.x": "3.11.2", "^3.11.0": "3.13.5", "~3.11": "3.11.2",
+        ">=3.11.0 <3.12.0": "3.11.2", "3.11.2 || 3.13.5": "3.13.5", "<3.12": "3.11.2",
+    }
+    for requested, version in picks.items():
+        chosen = find_runtime(registry, "python3", requested)
+        assert chosen is not None and chosen.version == version, requested
+    for unknown in ("3.10.0", "2.x", "^4", "banana", "3.11.2.1"):
+        assert find_runtime(registry, "python", unknown) is None, unknown
+
+
+def test_class_named_programs_take_their_public_class_name() -> None:
+    java = Registry.load(("java",)).unit("java")
+    assert java is not None and java.class_named
+    assert java.main_file("public class Solution { public static void main(String[] a) {} }") == "Solution.java"
+    assert java.main_file("class Helper {}\npublic final class App { }") == "App.java"
+    assert java.main_file("// public class Fake\n/* class Nope */ class Real {}") == "Real.java"
+    assert java.main_file('String s = "class X";') == "Main.java"
+    python = Registry.load(("python",)).unit("python")
+    assert python is not None and python.main_file("class Solution: pass") == "main.py"
+
+
+def test_agent_job_applies_compile_limits_and_names_the_main_file() -> None:
+    java = Registry.load(("java",)).unit("java")
+    assert java is not None and java.compile is not None
+    files = [{"name": "Solution.java", "content": "x"}]
+    job = agent_job("j1", java, Limits(), files, "", (), compile_limits={"timeout_s": 1.5, "memory_mb": 100})
+    build, _ = job["steps"]
+    assert build["limits"]["timeout_s"] == 1.5 and build["memory_mb"] == 100
+    assert build["limits"]["cpu_time_s"] == java.compile.timeout_s * 2  # not asked: the step's own
+    assert job["env"]["RUNBOX_MAIN_FILE"] == "Solution.java"
+    default = agent_job("j2", java, Limits(), files, "", ())["steps"][0]
+    assert default["limits"]["timeout_s"] == java.compile.timeout_s and default["memory_mb"] == java.compile.memory_mb

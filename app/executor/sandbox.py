@@ -212,11 +212,15 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
               stdin: str, args: tuple[str, ...], runtime: str = "runc", *,
               cases: list[str] | None = None, budget_s: float = 0.0,
               interactive: bool = False, idle_s: float = 0.0,
-              compile_options: tuple[str, ...] = (), stack_kb: int = 0) -> dict[str, Any]:
+              compile_options: tuple[str, ...] = (), stack_kb: int = 0,
+              compile_limits: dict[str, float] | None = None) -> dict[str, Any]:
     """The message the agent receives: files to write and the steps to run under their limits.
 
-    ``compile_options`` are appended to the compile command; ``stack_kb`` sets the run
-    step's stack limit (through prlimit(1), which every image has for the agent itself).
+    ``files[0]`` is the program; its name reaches both steps as ``$RUNBOX_MAIN_FILE``.
+    ``compile_options`` are appended to the compile command; ``compile_limits`` tightens the
+    compile step (``timeout_s``, ``cpu_time_s``, ``memory_mb``, already checked against the
+    step's own); ``stack_kb`` sets the run step's stack limit (through prlimit(1), which every
+    image has for the agent itself).
 
     With ``cases`` (each a stdin) the run step is repeated once per case within ``budget_s``
     and each run's output is returned rather than streamed; with ``interactive`` the run
@@ -227,14 +231,16 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
     out_cap = limits.output_kb * 1024
     steps: list[dict[str, Any]] = []
     if language.compile is not None:
-        compile_limits = limits.merged(
-            {"timeout_s": language.compile.timeout_s, "cpu_time_s": language.compile.timeout_s * 2}
-        )
+        tighter = compile_limits or {}
+        step_limits = limits.merged({
+            "timeout_s": tighter.get("timeout_s", language.compile.timeout_s),
+            "cpu_time_s": tighter.get("cpu_time_s", language.compile.timeout_s * 2),
+        })
         steps.append({
             "name": "compile",
             "argv": with_options(language.compile.argv, compile_options),
-            "limits": compile_limits.to_dict(),
-            "memory_mb": language.compile.memory_mb,
+            "limits": step_limits.to_dict(),
+            "memory_mb": int(tighter.get("memory_mb", language.compile.memory_mb)),
             "stream": False,
             "output_bytes": max(out_cap, 64 * 1024),
             "hard_output_bytes": 16 * 1024 * 1024,
@@ -270,7 +276,8 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
             step["ipc_namespace"] = True
     # A fresh secret the agent echoes in every message of this job: a line without it was
     # written by the job itself (gVisor lets it open the agent's stdout via /proc/1/fd).
-    return {"id": job_id, "files": files, "env": language.env, "steps": steps, "token": secrets.token_hex(16)}
+    env = {**language.env, "RUNBOX_MAIN_FILE": files[0]["name"] if files else language.source_file}
+    return {"id": job_id, "files": files, "env": env, "steps": steps, "token": secrets.token_hex(16)}
 
 
 def tampered(why: str) -> dict[str, Any]:

@@ -379,7 +379,7 @@ class Executor:
         if self.settings.fault_crash_marker and self.settings.fault_crash_marker in job.source:
             log.error("fault injection: executor crashing", extra={"job": job.id})
             os._exit(86)
-        files = [{"name": language.source_file, "content": job.source}]
+        files = [{"name": language.main_file(job.source), "content": job.source}]
         files += [{"name": f.name, "content": f.content} for f in job.files]
         run_time = job.limits.timeout_s
         judgement: Judgement | None = None
@@ -391,6 +391,7 @@ class Executor:
             cases=[t.stdin for t in job.tests] if job.tests else None, budget_s=run_time,
             interactive=job.interactive, idle_s=self.settings.interactive_idle_s,
             compile_options=job.compile_options, stack_kb=job.stack_kb,
+            compile_limits=job.compile_limits,
         )
         deadline = run_time + (language.compile.timeout_s if language.compile else 0) + DEADLINE_SLACK_S
         deadline += CASE_SLACK_S * len(job.tests)

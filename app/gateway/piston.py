@@ -87,10 +87,12 @@ def decode_content(index: int, content: str, encoding: Any) -> str:
 
 
 def split_files(files: list[Any]) -> tuple[str, tuple[SourceFile, ...]]:
-    """The first file is the program; the others become extra files next to it.
+    """The first file is the program; the others keep their names next to it.
 
-    The main file always takes the language's own name (main.py, main.c...), whatever the
-    client called it, because the run and compile commands refer to that name.
+    The program is written under the name the language's commands use: its own name
+    (main.py, main.c...) for most, whatever the client called it; for a class-named language
+    (Java) the name of its public class, so ``public class Solution`` compiles and runs as in
+    Piston. Piston names unnamed files ``file<i>.code``; so does this.
     """
     if not files:
         raise bad("invalid_files", "files must include at least one utf8 encoded file")
@@ -108,7 +110,7 @@ def split_files(files: list[Any]) -> tuple[str, tuple[SourceFile, ...]]:
     for index in range(1, len(texts)):
         name = names[index]
         if not isinstance(name, str) or name == "":
-            name = f"file{index}"  # Piston picks a name for unnamed files too
+            name = f"file{index}.code"  # Piston's name for an unnamed file
         extra.append(SourceFile(name, texts[index]))
     return texts[0], tuple(extra)
 
@@ -127,28 +129,47 @@ def limit_ms(body: dict[str, Any], name: str, ceiling: float) -> float | None:
     return float(value)
 
 
-def piston_limits(language: Language, body: dict[str, Any]) -> dict[str, Any] | None:
-    """Map Piston's millisecond and byte limits onto the job's limits (checked by the validator)."""
+# Piston's defaults (its PISTON_RUN_TIMEOUT and PISTON_RUN_CPU_TIME) for a request that names no
+# run limit. The compile step's defaults are the unit's own compile budget, sized for its
+# toolchain as Piston's per-language limit overrides are (never below Piston's 10 s).
+PISTON_RUN_TIMEOUT_S = 3.0
+PISTON_RUN_CPU_TIME_S = 3.0
+
+
+def piston_limits(language: Language, body: dict[str, Any]) -> dict[str, Any]:
+    """Map Piston's millisecond and byte run limits onto the job's limits (checked by the validator)."""
     ceilings = language.max_limits
-    requested: dict[str, Any] = {}
     run_timeout = limit_ms(body, "run_timeout", ceilings.timeout_s * 1000)
-    if run_timeout is not None:
-        requested["timeout_s"] = run_timeout / 1000
     run_cpu = limit_ms(body, "run_cpu_time", ceilings.cpu_time_s * 1000)
-    if run_cpu is not None:
-        requested["cpu_time_s"] = run_cpu / 1000
+    requested: dict[str, Any] = {
+        "timeout_s": run_timeout / 1000 if run_timeout is not None else min(PISTON_RUN_TIMEOUT_S, ceilings.timeout_s),
+        "cpu_time_s": run_cpu / 1000 if run_cpu is not None else min(PISTON_RUN_CPU_TIME_S, ceilings.cpu_time_s),
+    }
     run_memory = limit_ms(body, "run_memory_limit", ceilings.memory_mb * MIB)
     if run_memory is not None:
         requested["memory_mb"] = max(1, math.ceil(run_memory / MIB))
-    # The compile step's limits are fixed per language, so compile_* values are checked against
-    # them and otherwise not applied: a smaller request is accepted but not enforced.
-    compile_step = language.compile
-    compile_timeout_ceiling = compile_step.timeout_s * 1000 if compile_step else ceilings.timeout_s * 1000
-    compile_memory_ceiling = compile_step.memory_mb * MIB if compile_step else ceilings.memory_mb * MIB
-    limit_ms(body, "compile_timeout", compile_timeout_ceiling)
-    limit_ms(body, "compile_cpu_time", compile_timeout_ceiling)
-    limit_ms(body, "compile_memory_limit", compile_memory_ceiling)
-    return requested or None
+    return requested
+
+
+def piston_compile_limits(language: Language, body: dict[str, Any]) -> dict[str, Any]:
+    """Piston's ``compile_timeout``, ``compile_cpu_time`` (ms) and ``compile_memory_limit`` (bytes)
+    as the compile step's limits; the step's own budget is their ceiling (and their default).
+    """
+    step = language.compile
+    ceilings = language.max_limits
+    timeout_ceiling = (step.timeout_s if step else ceilings.timeout_s) * 1000
+    memory_ceiling = (step.memory_mb if step else ceilings.memory_mb) * MIB
+    requested: dict[str, Any] = {}
+    timeout = limit_ms(body, "compile_timeout", timeout_ceiling)
+    if timeout is not None:
+        requested["timeout_s"] = timeout / 1000
+    cpu = limit_ms(body, "compile_cpu_time", timeout_ceiling * 2)
+    if cpu is not None:
+        requested["cpu_time_s"] = cpu / 1000
+    memory = limit_ms(body, "compile_memory_limit", memory_ceiling)
+    if memory is not None:
+        requested["memory_mb"] = max(1, math.ceil(memory / MIB))
+    return requested
 
 
 def piston_args(raw: Any) -> tuple[str, ...]:
@@ -193,6 +214,10 @@ def draft(registry: Registry, body: Any) -> Draft:
         stdin = ""
     if not isinstance(stdin, str):
         raise bad("invalid_stdin", "stdin must be a string")
+    if not stdin.endswith("\n"):
+        # Piston ends stdin with a newline, so a shell's ``read`` (and many ``readline``s)
+        # sees the last line; an empty stdin becomes one empty line, as there.
+        stdin += "\n"
     return Draft(
         language=language,
         source=source,
@@ -200,6 +225,7 @@ def draft(registry: Registry, body: Any) -> Draft:
         stdin=stdin,
         args=piston_args(body.get("args")),
         limits=piston_limits(language, body),
+        compile_limits=piston_compile_limits(language, body),
     )
 
 

@@ -15,6 +15,7 @@ carried as surrogate escapes on purpose, so the agent writes the exact bytes.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ class Draft:
     callback_renderer: str = ""  # how the callback body is rendered: "" (the v1 state) or "judge0"
     compile_options: tuple[str, ...] = ()  # appended to the compile command (Judge0's compiler_options)
     stack_kb: int = 0  # the run step's stack limit; 0 leaves the sandbox's default
-    main_file: str = field(default="")  # the name the client gave the main file, if any
+    # Tighter compile-step limits (``timeout_s``, ``cpu_time_s``, ``memory_mb``), as requested.
+    compile_limits: dict[str, Any] = field(default_factory=dict)
 
 
 def bad(code: str, message: str) -> ApiError:
@@ -109,18 +111,41 @@ class Validator:
         except LimitError as exc:
             raise bad("invalid_limits", str(exc)) from exc
 
-    def files(self, raw: list[tuple[str, str]], language: Language) -> tuple[SourceFile, ...]:
+    def compile_limits(self, language: Language, requested: dict[str, Any]) -> dict[str, float]:
+        """Limits for the compile step: finite, positive and within the language's compile step.
+
+        A language without a compile step has nothing to apply them to; they are dropped.
+        """
+        step = language.compile
+        if step is None:
+            return {}
+        ceilings = {"timeout_s": step.timeout_s, "cpu_time_s": step.timeout_s * 2, "memory_mb": float(step.memory_mb)}
+        out: dict[str, float] = {}
+        for name, value in requested.items():
+            if name not in ceilings:
+                raise bad("invalid_limits", f"unknown compile limit {name!r}; known: {', '.join(ceilings)}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise bad("invalid_limits", f"the compile step's {name} must be a finite positive number")
+            if value > ceilings[name]:
+                raise bad(
+                    "invalid_limits", f"the compile step's {name}={value:g} is above its maximum of {ceilings[name]:g}"
+                )
+            out[name] = float(math.ceil(value)) if name == "memory_mb" else float(value)
+        return out
+
+    def files(self, raw: list[tuple[str, str]], language: Language, main_file: str = "") -> tuple[SourceFile, ...]:
         """Extra files as (name, content) pairs: plain names, no duplicates, at most MAX_FILES."""
         if len(raw) > MAX_FILES:
             raise bad("invalid_files", f"At most {MAX_FILES} extra files are allowed, not {len(raw)}.")
-        seen = {language.source_file}
+        main_file = main_file or language.source_file
+        seen = {main_file}
         out = []
         for name, content in raw:
             if not FILE_NAME.fullmatch(name) or name in seen:
                 raise bad(
                     "invalid_files",
                     f"File name {name[:100]!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 100), "
-                    f"no paths, no duplicates, and not the main file's name {language.source_file!r}.",
+                    f"no paths, no duplicates, and not the main file's name {main_file!r}.",
                 )
             seen.add(name)
             out.append(SourceFile(name, content))
@@ -179,7 +204,9 @@ class Validator:
     async def check(self, draft: Draft, identity: Identity) -> Job:
         """Every rule on ``draft``; the job to publish, or a 400 naming the first problem."""
         limits = self.limits(draft.language, draft.limits)
-        files = self.files([(f.name, f.content) for f in draft.files], draft.language)
+        main_file = draft.language.main_file(draft.source)
+        files = self.files([(f.name, f.content) for f in draft.files], draft.language, main_file)
+        compile_limits = self.compile_limits(draft.language, draft.compile_limits)
         args = self.args(draft.args)
         compile_options = self.args(draft.compile_options, "invalid_compile_options")
         if compile_options and draft.language.compile is None:
@@ -212,4 +239,5 @@ class Validator:
             callback_renderer=draft.callback_renderer if callback_url else "",
             compile_options=compile_options,
             stack_kb=draft.stack_kb,
+            compile_limits=compile_limits,
         )
