@@ -13,7 +13,7 @@ from quart import Quart
 from app.broker import Broker
 from app.config import Settings
 from app.events import EventLog
-from app.gateway import judge0, openapi, piston, playground, v1
+from app.gateway import judge0, openapi, piston, piston_ws, playground, v1
 from app.gateway.service import Gateway
 from app.languages import Registry
 from app.metrics import Metrics
@@ -53,6 +53,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         app.register_blueprint(v1.bp)
         app.register_blueprint(playground.bp)
         app.register_blueprint(piston.bp)
+        app.register_blueprint(piston_ws.bp)
         app.register_blueprint(judge0.bp)
         app.register_blueprint(openapi.bp)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
 from tests.runbox_client import Service
 
@@ -247,3 +251,112 @@ def test_default_run_timeout_is_pistons_three_seconds(http: httpx.Client) -> Non
     run = ok(http, python("import time\ntime.sleep(10)\nprint('late')"))["run"]
     assert (run["status"], run["signal"], run["stdout"]) == ("TO", "SIGKILL", ""), run
     assert run["wall_time"] is None or run["wall_time"] < 9000
+
+
+def test_packages_list_every_runtime_installed(http: httpx.Client) -> None:
+    packages = http.get("/api/v2/packages")
+    assert packages.status_code == 200
+    runtimes = {(r["language"], r["version"]) for r in http.get("/api/v2/runtimes").json()}
+    listed = {(p["language"], p["language_version"]) for p in packages.json()}
+    assert listed == runtimes
+    assert all(p["installed"] is True and set(p) == {"language", "language_version", "installed"}
+               for p in packages.json())
+    assert http.post("/api/v2/packages", json={"language": "python", "version": "*"}).status_code == 405
+
+
+# --- /api/v2/connect ---------------------------------------------------------------------------
+ECHO = "while True:\n    line = input()\n    if line == 'bye':\n        break\n    print(line.upper())\nprint('done')\n"
+C_ECHO = "#include <stdio.h>\nint main(void) { char s[64]; if (fgets(s, 64, stdin)) printf(\"c:%s\", s); return 4; }\n"
+
+
+def ws_url(service: Service) -> str:
+    return service.url.replace("http://", "ws://") + "/api/v2/connect"
+
+
+def receive(ws: ClientConnection) -> dict[str, Any]:
+    message = json.loads(ws.recv(timeout=60))
+    assert isinstance(message, dict)
+    return message
+
+
+def output_until(ws: ClientConnection, text: str, stream: str = "stdout") -> list[dict[str, Any]]:
+    """Messages until ``stream``'s data adds up to ``text`` (chunks may split or join)."""
+    seen: list[dict[str, Any]] = []
+    got = ""
+    while got != text:
+        message = receive(ws)
+        seen.append(message)
+        if message["type"] == "data" and message["stream"] == stream:
+            got += message["data"]
+        assert text.startswith(got) and message["type"] != "exit", (text, seen)
+    return seen
+
+
+def closed_with(ws: ClientConnection) -> tuple[int, list[dict[str, Any]]]:
+    """The close code the server ended the session with, and the messages before it."""
+    seen = []
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            seen.append(receive(ws))
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, seen
+
+
+def test_interactive_session_line_by_line(service: Service) -> None:
+    init = {"type": "init", "language": "python", "version": "3.x", "files": [{"content": ECHO}],
+            "run_timeout": 20000}
+    with ws_connect(ws_url(service)) as ws:
+        ws.send(json.dumps(init))
+        runtime = receive(ws)
+        assert runtime["type"] == "runtime" and runtime["language"] == "python", runtime
+        assert receive(ws) == {"type": "stage", "stage": "run"}
+        for line in ("hello", "line by line"):
+            ws.send(json.dumps({"type": "data", "stream": "stdin", "data": line + "\n"}))
+            output_until(ws, line.upper() + "\n")
+        # Signals cannot reach the program: said, and the session goes on.
+        ws.send(json.dumps({"type": "signal", "signal": "SIGTERM"}))
+        assert receive(ws)["type"] == "error"
+        ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "bye\n"}))
+        output_until(ws, "done\n")
+        code, rest = closed_with(ws)
+    assert rest == [{"type": "exit", "stage": "run", "code": 0, "signal": None}]
+    assert code == 4999
+
+
+def test_interactive_compiled_program_reports_both_stages(service: Service) -> None:
+    init = {"type": "init", "language": "c", "version": "*", "files": [{"name": "echo.c", "content": C_ECHO}],
+            "run_timeout": 20000}
+    with ws_connect(ws_url(service)) as ws:
+        ws.send(json.dumps(init))
+        assert receive(ws)["type"] == "runtime"
+        assert receive(ws) == {"type": "stage", "stage": "compile"}
+        assert receive(ws) == {"type": "exit", "stage": "compile", "code": 0, "signal": None}
+        assert receive(ws) == {"type": "stage", "stage": "run"}
+        ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "typed\n"}))
+        output_until(ws, "c:typed\n")
+        code, rest = closed_with(ws)
+    assert (code, rest) == (4999, [{"type": "exit", "stage": "run", "code": 4, "signal": None}])
+
+
+def test_connect_protocol_errors_close_with_pistons_codes(service: Service) -> None:
+    with ws_connect(ws_url(service)) as ws:  # nothing sent: closed after a second
+        assert closed_with(ws) == (4001, [])
+    with ws_connect(ws_url(service)) as ws:
+        ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "early"}))
+        assert closed_with(ws) == (4003, [])
+    with ws_connect(ws_url(service)) as ws:
+        ws.send(json.dumps({"type": "init", "language": "cobol-2000", "version": "*", "files": [{"content": "x"}]}))
+        code, seen = closed_with(ws)
+        assert code == 4002 and seen[0]["type"] == "error" and "runtime is unknown" in seen[0]["message"]
+    init = {"type": "init", "language": "python", "files": [{"content": "input()"}], "run_timeout": 20000}
+    for message, expected in (
+        ({"type": "signal", "signal": "SIGNOPE"}, 4005),
+        ({"type": "data", "stream": "stdout", "data": "x"}, 4004),
+        (init, 4000),
+    ):
+        with ws_connect(ws_url(service)) as ws:
+            ws.send(json.dumps(init))
+            assert receive(ws)["type"] == "runtime"
+            ws.send(json.dumps(message))
+            code, _ = closed_with(ws)
+            assert code == expected, message

@@ -199,7 +199,7 @@ class PistonExecute(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False)
     language: str
-    version: str | None = Field(None, description="exact, prefix or '*'")
+    version: str | None = Field(None, description="exact ('3.11.2'), prefix ('3.11') or SemVer range ('3.x', '*')")
     files: list[PistonFile]
     stdin: str | None = None
     args: list[str | float] | None = None
@@ -215,6 +215,14 @@ class PistonRuntime(BaseModel):
     language: str
     version: str
     aliases: list[str]
+
+
+class PistonPackage(BaseModel):
+    """One entry of ``GET /api/v2/packages``: every language unit, all installed."""
+
+    language: str
+    language_version: str
+    installed: bool
 
 
 class PistonStage(BaseModel):

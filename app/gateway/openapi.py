@@ -116,6 +116,8 @@ def paths() -> dict[str, Any]:
         "/": {"get": op("The playground page", "v1", {"200": ("HTML", content({"type": "string"}, "text/html"))})},
         "/api/v2/runtimes": {"get": op("Piston runtimes", "piston",
                                        {"200": ("runtimes", content(array(models.PistonRuntime)))})},
+        "/api/v2/packages": {"get": op("Piston packages (read-only: every language installed)", "piston",
+                                       {"200": ("packages", content(array(models.PistonPackage)))})},
         "/api/v2/execute": {"post": op("Piston: run to the end", "piston",
                                        {"200": ("the result", content(ref(models.PistonResult)))},
                                        body=models.PistonExecute, extra=("504",))},
@@ -171,7 +173,7 @@ def document(registry: Registry) -> dict[str, Any]:
     wanted: list[type[BaseModel]] = [
         models.SubmitBody, models.StdinBody, models.StdinAccepted, models.Accepted, models.JobOut, models.LanguageOut,
         models.ErrorOut, models.HealthOut, models.ReadyOut, models.PistonExecute, models.PistonRuntime,
-        models.PistonResult, models.PistonError,
+        models.PistonResult, models.PistonError, models.PistonPackage,
         models.Judge0Submission, models.Judge0Batch, models.Judge0Status, models.Judge0Language, models.Judge0Token,
         models.Judge0View, models.Judge0Batched, models.Judge0Error, models.Judge0Page, models.Judge0Worker,
     ]

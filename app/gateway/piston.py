@@ -65,6 +65,15 @@ async def runtimes() -> Any:
     return jsonify(out)
 
 
+@bp.get("/packages")
+async def packages() -> Any:
+    """Piston's package list, read-only: every language unit, installed (images are built, not installed)."""
+    return jsonify([
+        {"language": piston_name(language), "language_version": language.version, "installed": True}
+        for language in gateway().registry
+    ])
+
+
 # --- execute ---------------------------------------------------------------------------------
 def decode_content(index: int, content: str, encoding: Any) -> str:
     """A file's content as text; binary (base64/hex) content survives via surrogate escapes.

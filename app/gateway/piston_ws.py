@@ -1,0 +1,186 @@
+"""Piston's interactive ``/api/v2/connect``: one WebSocket runs one job with live input.
+
+The protocol is Piston's. The client sends ``{"type": "init", ...}`` (the body of
+``/api/v2/execute``) within a second, then ``{"type": "data", "stream": "stdin", "data": ...}``
+as often as it likes. The server answers ``runtime`` (the language and version chosen), a
+``stage`` message as the compile and run stages start, ``data`` messages with the program's
+stdout and stderr as it writes them, and an ``exit`` message per stage; then it closes with
+4999 "Job Completed". A refusal is an ``error`` message followed by close 4002; protocol
+misuse closes with Piston's codes (4000 already initialised, 4001 no init within a second,
+4003 input before init, 4004 input to anything but stdin, 4005 an unknown signal).
+
+Underneath it is an ordinary interactive job through the one admission path: the input
+travels over RabbitMQ to the executor running it, and the messages come from the job's
+events, whichever gateway the job's executor reports to. Known differences from Piston:
+the compiler's output is one ``data`` message on stderr once the compile step ends; and a
+``signal`` message cannot reach the program (runbox has no way to signal a running job), so
+a valid signal is answered with an ``error`` message and the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import signal
+from typing import Any
+
+from quart import Blueprint, websocket
+
+from app.gateway import gateway
+from app.gateway.output import compile_failed
+from app.gateway.piston import compile_stage, draft, piston_name, run_stage
+from app.gateway.service import Gateway
+from app.languages import Language
+from app.messages import Job
+from app.web.errors import ApiError
+
+bp = Blueprint("compat_piston_ws", __name__, url_prefix="/api/v2")
+
+INIT_TIMEOUT_S = 1.0  # Piston closes a socket that has not sent ``init`` within a second
+SIGNALS = frozenset(sig.name for sig in signal.Signals)
+
+
+class Close(Exception):
+    """End the session with a WebSocket close code and reason (Piston's)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+async def send(kind: str, **fields: Any) -> None:
+    """One Piston message."""
+    await websocket.send(json.dumps({"type": kind, **fields}))
+
+
+def parse(raw: str | bytes) -> dict[str, Any]:
+    """A client message: a JSON object, else a refusal (error, then close 4002)."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_json", "The message is not valid JSON.") from None
+    if not isinstance(message, dict):
+        raise ApiError(400, "invalid_body", "A message must be a JSON object.")
+    return message
+
+
+async def wait_init() -> dict[str, Any]:
+    """The ``init`` message; other types before it close the socket as Piston does."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + INIT_TIMEOUT_S
+    while True:
+        try:
+            raw = await asyncio.wait_for(websocket.receive(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise Close(4001, "Initialization Timeout") from None
+        message = parse(raw)
+        kind = message.get("type")
+        if kind == "init":
+            return message
+        if kind in ("data", "signal"):
+            raise Close(4003, "Not yet initialized")
+        # Piston ignores messages of other types.
+
+
+async def admit(gw: Gateway, init: dict[str, Any]) -> Job:
+    """The session's job: identified, admitted, validated and published like every other one."""
+    identity = gw.identities.identify(websocket.headers, websocket.remote_addr)
+    with gw.admission.submit(identity):
+        # The program's input is what the client sends from now on (Piston ignores ``stdin`` here).
+        sub = dataclasses.replace(draft(gw.registry, init), stdin="", interactive=True)
+        job = await gw.validator.check(sub, identity)
+        await gw.publisher.submit(job, "piston")
+    return job
+
+
+async def relay_output(gw: Gateway, job: Job, language: Language) -> None:
+    """The job's events as Piston's ``stage``, ``data`` and ``exit`` messages, to its end."""
+    compile_exit_sent = False
+    async for batch in gw.events.follow(job.id):
+        for _, event, state in batch or ():
+            if event.name == "started":
+                await send("stage", stage="compile" if language.compiled else "run")
+            elif event.name in ("stdout", "stderr"):
+                await send("data", stream=event.name, data=str(event.data.get("data", "")))
+            elif event.name == "compile":
+                output = str(event.data.get("output") or "")
+                if output:
+                    await send("data", stream="stderr", data=output)
+                if event.data.get("exit_code") == 0:
+                    await send("exit", stage="compile", code=0, signal=None)
+                    await send("stage", stage="run")
+                    compile_exit_sent = True
+            elif event.name == "result":
+                record = await gw.events.record(job.id)
+                if language.compiled and compile_failed(record, state):
+                    stage_name, outcome = "compile", compile_stage(record, state)
+                else:
+                    stage_name, outcome = "run", run_stage(record, state)
+                if not (stage_name == "compile" and compile_exit_sent):
+                    await send("exit", stage=stage_name, code=outcome["code"], signal=outcome["signal"])
+                return
+
+
+async def relay_input(gw: Gateway, job: Job) -> None:
+    """Client messages after ``init``: stdin to the job; misuse closes the socket."""
+    while True:
+        message = parse(await websocket.receive())
+        kind = message.get("type")
+        if kind == "init":
+            raise Close(4000, "Already Initialized")
+        if kind == "data":
+            if message.get("stream") != "stdin":
+                raise Close(4004, "Can only write to stdin")
+            data = message.get("data")
+            if not isinstance(data, str):
+                raise ApiError(400, "invalid_stdin", "data must be a string")
+            reply = await gw.send_stdin(await gw.lookup(job.id), data, False)
+            # Input racing the program's end is dropped: the exit message is on its way.
+            if reply.status != 202 and reply.code != "not_running":
+                raise ApiError(reply.status, reply.code, reply.message)
+        elif kind == "signal":
+            if message.get("signal") not in SIGNALS:
+                raise Close(4005, "Invalid signal")
+            await send("error", message="runbox cannot signal a running program; the signal was not delivered")
+
+
+async def session(gw: Gateway) -> None:
+    """Run one Piston session to its close."""
+    init = await wait_init()
+    job = await admit(gw, init)
+    language = gw.registry.resolve(job.language, job.version)
+    if language is None:  # the validator resolved it a moment ago
+        raise ApiError(400, "unknown_language", "The runtime is unknown.")
+    await send("runtime", language=piston_name(language), version=language.version)
+    output = asyncio.ensure_future(relay_output(gw, job, language))
+    incoming = asyncio.ensure_future(relay_input(gw, job))
+    try:
+        done, _ = await asyncio.wait((output, incoming), return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # a Close or ApiError from either side ends the session
+    finally:
+        for task in (output, incoming):
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(output, incoming, return_exceptions=True)
+    raise Close(4999, "Job Completed")
+
+
+@bp.websocket("/connect")
+async def connect() -> None:
+    """Piston's WebSocket: one interactive job per connection."""
+    gw = gateway()
+    await websocket.accept()
+    try:
+        await session(gw)
+    except ApiError as exc:
+        if exc.reason:
+            gw.metrics.rejections.labels(exc.reason).inc()
+        # A close reason is limited to 123 bytes, so the message goes first, as Piston does.
+        await send("error", message=exc.message)
+        await websocket.close(4002, "Notified Error")
+    except Close as close:
+        await websocket.close(close.code, close.reason)
