@@ -430,10 +430,33 @@ def test_cpu_extra_time_lets_a_program_finish_but_still_judges_the_limit(http: h
     assert (result["cpu_time_limit"], result["cpu_extra_time"]) == ("1.0", "2.0")
 
 
+def test_number_of_runs_runs_the_program_that_many_times(http: httpx.Client) -> None:
+    source = "print('run', input())"
+    result = submit_wait(
+        http, {"language_id": PYTHON_ID, "source_code": source, "stdin": "x", "expected_output": "run x",
+               "number_of_runs": 3}, fields="token,status,stdout,time,memory,number_of_runs",
+    )
+    assert result["status"] == {"id": 3, "description": "Accepted"}, result
+    assert result["stdout"] == "run x\n" and result["number_of_runs"] == 3
+    assert float(result["time"]) >= 0 and result["memory"] > 0
+    # The job behind the token ran three times (the native API shows each run).
+    native = http.get(f"/api/v1/jobs/{result['token']}").json()
+    assert [t["verdict"] for t in native["result"]["tests"]] == ["accepted"] * 3
+    # Without expected_output any output is accepted; a failing run is reported as Judge0 does.
+    plain = submit_wait(http, {"language_id": PYTHON_ID, "source_code": "print(7)", "number_of_runs": 2})
+    assert plain["status"]["id"] == 3 and plain["stdout"] == "7\n"
+    failing = submit_wait(
+        http, {"language_id": PYTHON_ID, "source_code": "import sys; print('out'); sys.exit(2)", "number_of_runs": 2},
+        fields="status,stdout,exit_code,message",
+    )
+    assert failing == {"status": {"id": 11, "description": "Runtime Error (NZEC)"}, "stdout": "out\n",
+                       "exit_code": 2, "message": "Exited with error status 2"}
+
+
 @pytest.mark.parametrize(
     ("body", "errors"),
     [
-        (py(number_of_runs=2), {"number_of_runs": ["must be less than or equal to 1"]}),
+        (py(number_of_runs=21), {"number_of_runs": ["must be less than or equal to 20"]}),
         (py(enable_per_process_and_thread_time_limit=True),
          {"enable_per_process_and_thread_time_limit": ["this option cannot be enabled"]}),
         (py(enable_per_process_and_thread_memory_limit="true"),

@@ -23,6 +23,7 @@ META_EVENT = "judge0"
 # Gateway events of a job are numbered within attempt 0: "queued" is 0 and "discarded" is 1.
 META_EVENT_N = 2
 MAX_BATCH = 20
+MAX_RUNS = 20  # number_of_runs, as Judge0 CE's default MAX_NUMBER_OF_RUNS
 MAX_TEXT_OPTION = 512  # command_line_arguments / compiler_options, as Judge0 validates them
 MAX_ZIP_RATIO = 200  # an additional_files member may expand at most this much (zip bombs by ratio)
 DEFAULT_STACK_KB = 64000

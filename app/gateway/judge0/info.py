@@ -30,7 +30,15 @@ from quart import Response, jsonify, request
 from app.events import JobRecord
 from app.gateway import gateway
 from app.gateway.judge0.contract import META_EVENT, STATUS_NAMES, judge0_languages, judge0_name
-from app.gateway.judge0.render import NotUtf8, query_flag, render, requested_fields, stored_meta, verdict
+from app.gateway.judge0.render import (
+    NotUtf8,
+    query_flag,
+    render,
+    requested_fields,
+    runs_view,
+    stored_meta,
+    verdict,
+)
 from app.gateway.judge0.routes import TOKEN_HEADER, bp
 from app.gateway.output import result_of
 from app.languages import Registry
@@ -114,7 +122,8 @@ async def statistics() -> Any:
         if language_id and lang is not None:
             languages[language_id] += 1
             names.setdefault(language_id, judge0_name(lang))
-        status_id, _ = verdict(state, record, meta, result_of(state).stdout)
+        once = runs_view(state, meta)
+        status_id, _ = verdict(once, record, meta, result_of(once).stdout)
         statuses[status_id] += 1
     today = time.strftime("%Y-%m-%d", time.gmtime())
     recent = {

@@ -24,6 +24,7 @@ from app.gateway.judge0.contract import (
     DEFAULT_STACK_KB,
     MAX_CPU_EXTRA_S,
     MAX_EXTRACT_KB,
+    MAX_RUNS,
     MAX_STACK_KB,
     MAX_TEXT_OPTION,
     MAX_ZIP_RATIO,
@@ -34,7 +35,7 @@ from app.gateway.judge0.contract import (
 )
 from app.gateway.validate import MAX_FILES, Draft
 from app.languages import Language, LimitError, Registry
-from app.messages import SourceFile
+from app.messages import SourceFile, TestCase
 
 # The end-of-central-directory record: its signature, and where the member count sits in it.
 EOCD_SIGNATURE = b"PK\x05\x06"
@@ -248,7 +249,7 @@ def read_submission(registry: Registry, body: Any, encoded: bool) -> Submission 
     stack_kb = read_number(errors, body, "stack_limit", MAX_STACK_KB, integer=True)
     processes = read_number(errors, body, "max_processes_and_or_threads", ceilings.processes, integer=True)
     file_kb = read_number(errors, body, "max_file_size", ceilings.file_size_kb, integer=True)
-    runs = read_number(errors, body, "number_of_runs", 1, integer=True)
+    runs = read_number(errors, body, "number_of_runs", MAX_RUNS, integer=True)
     per_process_time = read_flag(errors, body, "enable_per_process_and_thread_time_limit")
     per_process_memory = read_flag(errors, body, "enable_per_process_and_thread_memory_limit")
     redirect = read_flag(errors, body, "redirect_stderr_to_stdout")
@@ -330,8 +331,13 @@ def read_submission(registry: Registry, body: Any, encoded: bool) -> Submission 
         "additional_files": additional or None,
         "enable_network": False,
     }
+    # More than one run is a judged job of identical cases: built once, run in the same
+    # sandbox; the answer is derived from the runs as Judge0 derives it (render.runs_view).
+    count = int(runs or 1)
+    tests = tuple(TestCase(stdin or "", expected or "") for _ in range(count)) if count > 1 else ()
     draft = Draft(
         language=lang, source=source, files=files, stdin=stdin or "", args=args, limits=requested or None,
+        tests=tests,
         callback_url=options.get("callback_url") or "", callback_renderer="judge0",
         compile_options=compiler_args, stack_kb=stack,
     )

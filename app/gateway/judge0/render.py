@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from app.gateway.output import combined_output, compile_event, result_of
 from app.judging import outputs_match
 from app.languages import Registry
 from app.messages import JobState, iso_time
+from app.result import Result, TestOutcome
 from app.web.errors import ApiError
 
 
@@ -83,6 +85,8 @@ def verdict(state: JobState, record: JobRecord | None, meta: dict[str, Any], std
         return SIGNAL_STATUS.get(sig, 12), f"Caught fatal signal {sig}"
     if code not in (0, None):
         return 11, f"Exited with error status {code}"
+    if result.verdict == "runtime_error":
+        return 12, "Caught a fatal signal"  # one of several runs: its signal is not kept
     cpu_limit = meta.get("cpu_time_limit")
     # The sandbox kills at cpu_time_limit + cpu_extra_time (in whole seconds); Judge0 reports
     # any run over cpu_time_limit itself as a time-out, so the measured CPU time decides.
@@ -93,6 +97,48 @@ def verdict(state: JobState, record: JobRecord | None, meta: dict[str, Any], std
     if isinstance(expected, str) and not outputs_match(stdout, expected):
         return 4, None
     return 3, None
+
+
+# A run's verdict (app/judging.py) as the status of a job that ran once.
+RUN_STATUS = {"timed_out": "timed_out", "memory_exceeded": "memory_exceeded", "output_exceeded": "output_exceeded"}
+
+
+def runs_view(state: JobState, meta: dict[str, Any]) -> JobState:
+    """A job of ``number_of_runs`` runs seen as Judge0 reports it: one run's answer.
+
+    Judge0 repeats the run until one is not Accepted, then reports that last run's output
+    and status with time and memory averaged over the runs made. Here every run was made
+    (a judged job of identical cases); the runs after the first failing one are ignored.
+    """
+    result = result_of(state)
+    runs = list(result.tests)
+    if int(meta.get("number_of_runs") or 1) <= 1 or not runs or not state.terminal:
+        return state
+    judged = isinstance(meta.get("expected_output"), str)
+    made: list[TestOutcome] = []
+    for run in runs:
+        made.append(run)
+        if run.verdict != "accepted" and not (run.verdict == "wrong_answer" and not judged):
+            break
+    last = made[-1]
+    all_ran = last is runs[-1]
+    status = RUN_STATUS.get(last.verdict, "completed")
+    if state.status == "timed_out" and len(made) == len(runs) and last.verdict in ("accepted", "wrong_answer"):
+        status = "timed_out"  # the job's total time ran out before every run was made
+    once = Result(
+        exit_code=last.exit_code,
+        # Runs keep their exit code, not their signal; the job's result has the last run's.
+        signal=result.signal if all_ran else None,
+        stdout=last.stdout,
+        stderr=last.stderr,
+        compile_output=result.compile_output,
+        duration_ms=sum(run.duration_ms for run in made) // len(made),
+        cpu_ms=sum(run.cpu_ms for run in made) // len(made),
+        memory_peak_kb=sum(run.memory_peak_kb for run in made) // len(made),
+        limit=result.limit,
+        verdict=last.verdict,
+    )
+    return dataclasses.replace(state, status=status, result=once)
 
 
 def seconds(ms: Any) -> str | None:
@@ -114,6 +160,7 @@ def render(
 ) -> dict[str, Any]:
     """One submission in Judge0's shape, restricted to ``fields``; raises NotUtf8 when it must."""
     meta = stored_meta(record)
+    state = runs_view(state, meta)
     result = result_of(state)
     terminal = state.terminal
     stdout: str | None = result.stdout

@@ -33,6 +33,7 @@ from app.gateway.judge0.contract import (
     MAX_BATCH,
     MAX_CPU_EXTRA_S,
     MAX_EXTRACT_KB,
+    MAX_RUNS,
     MAX_STACK_KB,
     META_EVENT,
     META_EVENT_N,
@@ -154,7 +155,7 @@ async def config_info() -> Any:
             "max_file_size": defaults.file_size_kb,
             "max_max_file_size": ceilings.file_size_kb,
             "number_of_runs": 1,
-            "max_number_of_runs": 1,
+            "max_number_of_runs": MAX_RUNS,
             "redirect_stderr_to_stdout": False,
             "max_extract_size": MAX_EXTRACT_KB,
             "enable_batched_submissions": True,
@@ -186,10 +187,13 @@ async def enqueue(gw: Gateway, job: Job, sub: Submission) -> None:
     await gw.publisher.submit(job, "judge0", (meta,))
 
 
-def sync_budget(job: Job, sub: Submission) -> float:
+def sync_budget(gw: Gateway, job: Job, sub: Submission) -> float:
     """How long ``wait=true`` waits: the job's own time budget plus room to get an executor."""
     compile_step = sub.draft.language.compile
-    return job.limits.timeout_s + (compile_step.timeout_s if compile_step else 0.0) + SYNC_WAIT_SLACK_S
+    run_time = job.limits.timeout_s
+    if job.tests:  # number_of_runs > 1: every run, within the operator's ceiling
+        run_time = min(gw.settings.judge_max_total_s, len(job.tests) * run_time)
+    return run_time + (compile_step.timeout_s if compile_step else 0.0) + SYNC_WAIT_SLACK_S
 
 
 @bp.post("/submissions")
@@ -211,7 +215,7 @@ async def create_submission() -> Any:
     headers = reservation.decision.headers()
     if not wait:
         return json_response(201, {"token": job.id}, headers)
-    state = await gw.events.wait_terminal(job.id, sync_budget(job, sub))
+    state = await gw.events.wait_terminal(job.id, sync_budget(gw, job, sub))
     record = await gw.events.record(job.id)
     if state is None:
         state = record.state if record else JobState(job.id, language=job.language, created_at=job.created_at)
