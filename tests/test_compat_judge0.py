@@ -474,8 +474,14 @@ def test_options_refused_in_judge0_shape(http: httpx.Client, body: Any, errors: 
 
 # --- listing and information endpoints -------------------------------------------------------------
 def test_list_of_own_submissions_paginated_newest_first(http: httpx.Client) -> None:
-    tokens = [submit_wait(http, {"language_id": PYTHON_ID, "source_code": f"print({n})"})["token"] for n in range(3)]
-    first = http.get("/submissions", params={"per_page": "2", "fields": "token,stdout,status_id"})
+    keyed = {"X-Auth-Token": API_KEY}
+    tokens = []
+    for n in range(3):
+        response = http.post("/submissions", params={"wait": "true"}, headers=keyed,
+                             json={"language_id": PYTHON_ID, "source_code": f"print({n})"})
+        assert response.status_code == 201, response.text
+        tokens.append(response.json()["token"])
+    first = http.get("/submissions", headers=keyed, params={"per_page": "2", "fields": "token,stdout,status_id"})
     assert first.status_code == 200, first.text
     page = first.json()
     assert [s["token"] for s in page["submissions"]] == tokens[:0:-1]  # the two newest, newest first
@@ -483,11 +489,16 @@ def test_list_of_own_submissions_paginated_newest_first(http: httpx.Client) -> N
     meta = page["meta"]
     assert meta["current_page"] == 1 and meta["prev_page"] is None and meta["next_page"] == 2
     assert meta["total_count"] >= 3 and meta["total_pages"] == -(-meta["total_count"] // 2)
-    second = http.get("/submissions", params={"per_page": "2", "page": "2", "fields": "token"}).json()
+    second = http.get("/submissions", headers=keyed, params={"per_page": "2", "page": "2", "fields": "token"}).json()
     assert second["submissions"][0]["token"] == tokens[0]
     assert second["meta"]["prev_page"] == 1
-    assert http.get("/submissions", params={"page": "0"}).json() == {"error": "invalid page: 0"}
-    assert http.get("/submissions", params={"per_page": "-1"}).json() == {"error": "invalid per_page: -1"}
+    bad_page = http.get("/submissions", headers=keyed, params={"page": "0"})
+    assert bad_page.json() == {"error": "invalid page: 0"}
+    bad_size = http.get("/submissions", headers=keyed, params={"per_page": "-1"})
+    assert bad_size.json() == {"error": "invalid per_page: -1"}
+    # An address proves no authorship: anonymous callers may not list.
+    anonymous = http.get("/submissions")
+    assert anonymous.status_code == 403 and set(anonymous.json()) == {"error"}
 
 
 def test_statistics_workers_and_system_info(http: httpx.Client) -> None:

@@ -4,10 +4,11 @@
 Judge0 answers these from its database and its Resque workers; runbox has neither, so each
 is answered from what a gateway does hold, and says so (README, "Judge0 compatibility"):
 
-- ``GET /submissions`` lists the caller's own submissions that this gateway's event cache
-  still holds (every gateway tails the whole event stream into a bounded cache), newest
-  first, with Judge0's ``page``/``per_page`` and ``meta``. Judge0 lets only an authorized
-  administrator list every submission; runbox has no such role, so nobody sees others' code.
+- ``GET /submissions`` lists the submissions of the caller's API key (anonymous callers get
+  403) that this gateway's event cache still holds (every gateway tails the whole event
+  stream into a bounded cache), newest first, with Judge0's ``page``/``per_page`` and
+  ``meta``. Judge0 lets only an authorized administrator list every submission; runbox has no
+  such role, so nobody sees others' code.
 - ``/statistics`` counts the jobs in that cache (all APIs), by day, language and status.
 - ``/workers`` has one row per language queue: its backlog and its consumers (executors)
   from RabbitMQ, as ``/readyz`` reads them, and the jobs the cache shows running.
@@ -71,6 +72,10 @@ async def list_submissions() -> Any:
     """The caller's Judge0 submissions still held by this gateway, paginated as Judge0 pages them."""
     gw = gateway()
     identity = gw.identify(token_header=TOKEN_HEADER)
+    if identity.anonymous:
+        # An address is no proof of authorship (NAT, proxies): only a key's own submissions
+        # are listed. Judge0 likewise answers 403 to a caller it has not authorized.
+        raise ApiError(403, "forbidden", "listing submissions needs an API key (X-Auth-Token)")
     fields = requested_fields()
     encoded = query_flag("base64_encoded")
     page = ruby_int(request.args.get("page"), 1)
