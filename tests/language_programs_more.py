@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from tests.language_programs import PROGRAMS, Programs
+from tests.language_programs_debian import PROGRAMS_DEBIAN
 
 NASM_ECHO = r"""section .bss
 buf resb 256
@@ -277,4 +278,4 @@ PROGRAMS_MORE: dict[str, Programs] = {
 }
 
 # Every language's programs; c-clang and cpp-clang run the same programs as their GCC namesakes.
-ALL_PROGRAMS: dict[str, Programs] = {**PROGRAMS, **PROGRAMS_MORE, "c-clang": PROGRAMS["c"], "cpp-clang": PROGRAMS["cpp"]}
+ALL_PROGRAMS: dict[str, Programs] = {**PROGRAMS, **PROGRAMS_MORE, **PROGRAMS_DEBIAN, "c-clang": PROGRAMS["c"], "cpp-clang": PROGRAMS["cpp"]}
