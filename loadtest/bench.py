@@ -7,7 +7,6 @@
     python -m loadtest.bench storm      [--jobs 10000] [--concurrency 200] [--split]
     python -m loadtest.bench gate       [--runs 500]
     python -m loadtest.bench judge      [--seconds 60] [--concurrency 8] [--cases 20]
-    python -m loadtest.bench gate       [--runs 500]
 
 Every target of the performance issue is printed beside its floor; on a shared machine only
 the ratios against floors of the same run are comparable between runs.
