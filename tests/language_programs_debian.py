@@ -258,3 +258,15 @@ PROGRAMS_DEBIAN["scheme"] = Programs(
     crash_exit=1,
     crash_stderr="boom",
 )
+PROGRAMS_DEBIAN["swift"] = Programs(
+    hello='print("hello, world")\n',
+    echo='let line = readLine() ?? ""\nprint("args=" + CommandLine.arguments.dropFirst().joined(separator: "|"))\nprint("line=" + line)\n',
+    multi='print(greet("runbox"))\n',
+    files={"util.swift": 'func greet(_ name: String) -> String {\n    return "hello, " + name\n}\n'},
+    # An index out of range traps (ud2): the process ends on SIGILL.
+    crash="let a: [Int] = []\nprint(a[CommandLine.arguments.count + 2])\n",
+    crash_exit=None,
+    crash_signal=4,
+    crash_stderr="Index out of range",
+    syntax_error="let x = \n",
+)
