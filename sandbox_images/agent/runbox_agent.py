@@ -8,11 +8,13 @@ writable directory and IPC namespace) and checks the scrub before saying it is r
 
 Why PID 1: the kernel does not deliver SIGKILL from inside a PID namespace to its init, so
 ``kill -9 -1`` by a job cannot take the agent down, and everything a job starts is reparented
-to the agent, which reaps it and kills it at the end of the job. (gVisor's sentry of 2022
-excludes init from ``kill(-1)`` but does deliver a direct ``kill -9 1``; the container then
-dies and the job is retried until dead-lettered; see docs/security.md.) Why non-dumpable: the job
-runs as the same user, and a dumpable agent's /proc entries (its fds, its memory) would be
-open to it, letting it forge protocol lines.
+to the agent, which reaps it and kills it at the end of the job. (gVisor excludes init from
+``kill(-1)`` but does deliver a direct ``kill -9 1``; the container then dies and the executor
+ends the job ``failed``, not retried; see docs/security.md.) Why non-dumpable: the job runs as
+the same user, and a dumpable agent's /proc entries (its fds, its memory) would be open to it,
+letting it forge protocol lines. gVisor ignores that in its /proc, so there the sandbox has an
+empty tmpfs over /proc/1 instead; this process must stay single-threaded, or a thread's
+/proc/<tid> would show its fds again.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ CHUNK = 65536
 PR_SET_DUMPABLE = 4
 
 OUT = sys.stdout.buffer
-# The current job's token, echoed in every message. Under gVisor a job can open this
-# process's stdout through /proc/1/fd and write lines of its own into the control channel;
+# The current job's token, echoed in every message. Should a job ever open this process's
+# stdout (gVisor's /proc allowed it through /proc/1/fd before the tmpfs covered it) and write
+# lines of its own into the control channel,
 # the executor drops the container on any line without the token, which the job never sees
 # (it arrives on stdin, read to its end before the job starts, and lives only in this
 # process's memory).
@@ -720,7 +723,7 @@ def checked_scrub() -> str | None:
 
 
 def close_stderr() -> None:
-    """Point fd 2 at /dev/null: gVisor lets a job open /proc/1/fd/2, and whatever it wrote
+    """Point fd 2 at /dev/null: should a job ever open /proc/1/fd/2, whatever it wrote
     there would reach the executor; the agent reports every error in its own messages."""
     null = os.open("/dev/null", os.O_WRONLY)
     os.dup2(null, 2)
@@ -742,7 +745,7 @@ def main() -> None:
     leftover = checked_scrub()
     send({"t": "ready", "clean": leftover is None, "detail": leftover, "tokens": True})
     # Each job names a secret the next job's message must carry: a job message without it was
-    # written by a job (gVisor lets one open /proc/1/fd/0 for writing), and the container ends
+    # written by a job (were /proc/1/fd/0 open to it for writing), and the container ends
     # here, before the line can run as a job or answer for the next one.
     expected = None
     while (job := CONTROL.wait()) is not None:
