@@ -6,6 +6,7 @@
 #   scripts/rabbitmq-cluster.sh leader NAME  # the node leading quorum queue or stream NAME
 #   scripts/rabbitmq-cluster.sh kill N       # SIGKILL node N (1-3), as a crash would
 #   scripts/rabbitmq-cluster.sh revive N     # start node N again after a kill; it rejoins
+#   scripts/rabbitmq-cluster.sh restart [S]  # stop RabbitMQ on every node, wait S s (3), start it again
 #   scripts/rabbitmq-cluster.sh stop         # stop every node and delete their data
 #
 # The nodes are runbox-c1..3@<host> with their own ports and directories (AMQP 5701-5703,
@@ -107,6 +108,17 @@ revive() {
     await_node "$1"
 }
 
+restart() {  # the whole broker down and up again, as a RabbitMQ restart is on one node
+    for n in "${NODES[@]}"; do log "stop_app $(name "$n")"; ctl "$n" stop_app >/dev/null; done
+    sleep "${1:-3}"
+    # In parallel: a starting node waits for its peers' tables (the last one stopped must be back).
+    local pids=()
+    for n in "${NODES[@]}"; do ctl "$n" start_app >/dev/null 2>&1 & pids+=($!); done
+    for pid in "${pids[@]}"; do wait "$pid" || true; done
+    for n in "${NODES[@]}"; do await_node "$n"; done
+    log "every node started again"
+}
+
 stop() {
     for n in "${NODES[@]}"; do
         if running "$n"; then
@@ -123,6 +135,7 @@ case "${1:-}" in
     leader) leader "$2" ;;
     kill) kill_node "$2" ;;
     revive) revive "$2" ;;
+    restart) restart "${2:-3}" ;;
     stop) stop ;;
-    *) echo "usage: $0 start|urls|leader QUEUE|kill N|revive N|stop" >&2; exit 2 ;;
+    *) echo "usage: $0 start|urls|leader QUEUE|kill N|revive N|restart [S]|stop" >&2; exit 2 ;;
 esac

@@ -4,8 +4,12 @@ Each submission prints a fresh nonce, so a result can be checked against what it
 should print: a result with another job's output, a missing stdout event or a wrong status
 counts as *wrong*; a job accepted with 202 that never reaches a terminal status through the
 gateways is *lost*; a job whose event stream shows two results, repeated or missing event
-ids, or on which the gateways disagree is *duplicated*. Also here: waiting for ``/readyz`` to tell the truth again
-after a fault, and reading one figure from ``/metrics``.
+ids, or on which the gateways disagree is *duplicated*. A load made with ``slow_ok`` (the soak,
+on a machine other work also loads) counts apart, as *slow*, a job that ended ``timed_out``
+after running its whole wall-time limit with nothing but the start of its own output: the
+machine was too busy, not the answer wrong; anything else unexpected stays *wrong*. Also here:
+waiting for ``/readyz`` to tell the truth again after a fault, and reading one figure from
+``/metrics``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 import httpx
 
 from tests.runbox_client import Client, Service
+
+DEFAULT_WALL_S = 5.0  # the contract's default wall-time limit
 
 
 def nonce_job(rng: random.Random) -> tuple[dict[str, Any], str]:
@@ -46,7 +52,9 @@ class Summary:
     lost: int = 0
     duplicated: int = 0
     wrong: int = 0
+    slow: int = 0  # only with Load(slow_ok=True): timed out at the full wall limit, output not wrong
     problems: list[str] = field(default_factory=list)
+    slow_jobs: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -75,12 +83,15 @@ class Load:
         seed: int = 0,
         make: Callable[[random.Random], tuple[dict[str, Any], str | None]] = nonce_job,
         pause_s: tuple[float, float] = (0.05, 0.25),
+        slow_ok: bool = False,
     ) -> None:
         self.urls = list(urls)
         self.clients = clients
         self.seed = seed
         self.make = make
         self.pause_s = pause_s
+        self.slow_ok = slow_ok
+        self.walls: dict[str, float] = {}  # job id: its wall-time limit in seconds
         self.summary = Summary()
         self.expected: dict[str, str | None] = {}
         self._lock = threading.Lock()
@@ -112,7 +123,8 @@ class Load:
                     time.sleep(0.2)
                     continue
                 if response.status_code == 202:
-                    self._note(response.json()["id"], expected, "")
+                    self._note(response.json()["id"], expected, "",
+                               float((body.get("limits") or {}).get("timeout_s", DEFAULT_WALL_S)))
                 else:
                     try:
                         code = response.json()["error"]["code"]
@@ -121,12 +133,13 @@ class Load:
                     self._note(None, None, f"{response.status_code} {code}")
                 time.sleep(rng.uniform(*self.pause_s))
 
-    def _note(self, job_id: str | None, expected: str | None, refused: str) -> None:
+    def _note(self, job_id: str | None, expected: str | None, refused: str, wall_s: float = 0.0) -> None:
         with self._lock:
             self.summary.submitted += 1
             if job_id is not None:
                 self.summary.accepted += 1
                 self.expected[job_id] = expected
+                self.walls[job_id] = wall_s
             else:
                 self.summary.refused[refused] += 1
 
@@ -148,7 +161,8 @@ class Load:
         clients = [Client(url) for url in urls]
         try:
             for i, (job_id, expected) in enumerate(list(self.expected.items())):
-                self._check(job_id, expected, clients[i % len(clients)], clients, end, summary)
+                wall_s = self.walls.get(job_id, 0.0) if self.slow_ok else None
+                self._check(job_id, expected, clients[i % len(clients)], clients, end, summary, wall_s)
         finally:
             for client in clients:
                 client.close()
@@ -156,7 +170,7 @@ class Load:
 
     @staticmethod
     def _check(job_id: str, expected: str | None, via: Client, every: list[Client], end: float,
-               summary: Summary) -> None:
+               summary: Summary, slow_wall_s: float | None = None) -> None:
         try:
             events = via.events(job_id, timeout=max(5.0, end - time.monotonic()))
         except (httpx.HTTPError, AssertionError) as exc:
@@ -197,6 +211,14 @@ class Load:
             if e.name == "stdout" and (attempt is None or e.data.get("attempt") == attempt)
         )
         stdout = final.get("result", {}).get("stdout")
+        duration_ms = final.get("result", {}).get("duration_ms") or 0
+        if (slow_wall_s is not None and final["status"] == "timed_out" and duration_ms >= slow_wall_s * 1000
+                and expected.startswith(stdout or "") and expected.startswith(streamed)):
+            summary.slow += 1
+            if len(summary.slow_jobs) < 10:
+                summary.slow_jobs.append(f"slow {job_id} ({final.get('language')}): timed_out after {duration_ms} ms "
+                                         f"(limit {slow_wall_s:g} s), stdout={stdout!r}")
+            return
         if final["status"] != "completed" or stdout != expected or streamed != expected:
             summary.wrong += 1
             summary.problem(f"wrong {job_id} ({final.get('language')}): {final['status']} stdout={stdout!r} "

@@ -151,7 +151,7 @@ def test_sigterm_drains_the_executor(gateway: Service) -> None:
 
 
 def test_gateway_restart_while_clients_watch(real_stack: None) -> None:
-    ex = Service(RUNBOX_LANGUAGES="python").start()
+    ex = Service(roles="executor", RUNBOX_LANGUAGES="python").start()
     gw = Service(roles="gateway", prefix=ex.prefix, RUNBOX_LANGUAGES="python").start()
     try:
         client = gw.client()
@@ -222,6 +222,8 @@ def test_rabbitmq_restart_under_load(split: tuple[list[Service], list[Service]])
     time.sleep(3)
     rabbitmq("start_app")
     rabbitmq("await_startup")
+    # Readiness tells the truth again soon after RabbitMQ is back, in every process.
+    wait_ready(gateways + executors, "RabbitMQ was back", executors=2)
     print(f"submissions accepted again {first_acceptance(gateways[0].url):.1f} s after RabbitMQ was back")
     time.sleep(3)
     load.finish(gateways, "a RabbitMQ restart", executors=2, also_ready=executors)
@@ -257,6 +259,7 @@ def test_docker_engine_outage_under_load(split: tuple[list[Service], list[Servic
         reason = wait_unready(ex, "engine_unavailable", timeout=30)
         assert "Docker engine" in reason["message"], reason
     outage.join()
+    wait_ready(gateways + executors, "the engine was back", executors=2)
     time.sleep(3)
     load.finish(gateways, "a 20 s Docker engine outage", executors=2, also_ready=executors)
     client = gateways[0].client()
