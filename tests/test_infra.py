@@ -909,3 +909,19 @@ def test_tls_is_required_across_hosts() -> None:
     config = {k: v for k, v in MANY.items() if k not in MANY_SECRETS}
     with pytest.raises(Exception, match="brokerTlsCa"):
         run_program(config)
+
+
+def test_one_host_carrying_every_role_places_what_the_one_host_stack_does(monitoring_files: dict[str, str]) -> None:
+    one = [{"name": "solo", "url": "ssh://deploy@10.0.0.9", "roles": ["broker", "gateway", "executor", "monitoring"]}]
+    solo = run_many({"runbox:dockerHosts": json.dumps(one), "runbox:gatewayCount": "2", "runbox:executorCount": "2",
+                     "runbox:executorRuntimes": "[]"})
+    plain = run_program({**monitoring_files, "runbox:gatewayCount": "2", "runbox:executorCount": "2"})
+    roles = ("broker", "gateway", "gate", "executor", "prometheus", "grafana")
+    assert {r: len(solo.role(r)) for r in roles} == {r: len(plain.role(r)) for r in roles}
+    assert sorted(solo.exports["executors"]) == [n.replace("runbox-test-", "runbox-test-solo-")
+                                                 for n in sorted(plain.exports["executors"])]
+    (prometheus,) = solo.role("prometheus")
+    config = yaml.safe_load(uploads(prometheus)[PROMETHEUS_CONFIG])
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
+            if job.get("static_configs")}
+    assert sorted(jobs["gate"]) == ["10.0.0.9:9179"] and len(jobs["executor"]) == 2
