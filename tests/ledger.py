@@ -236,7 +236,12 @@ def wait_ready(services: list[Service], what: str, timeout: float = 60, executor
     end = began + timeout
     last = ""
     while time.monotonic() < end:
-        answers = [readyz(s) for s in services]
+        try:
+            answers = [readyz(s) for s in services]
+        except httpx.HTTPError as exc:  # a process still starting (or restarting) is not ready yet
+            last = f"{exc!r}"
+            time.sleep(0.2)
+            continue
         last = "; ".join(f"{s.url}: {a.status_code} {a.text[:200]}" for s, a in zip(services, answers, strict=True))
         if all(a.status_code == 200 and (executors is None or a.json()["executors"] == executors) for a in answers):
             took = time.monotonic() - began
