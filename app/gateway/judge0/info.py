@@ -49,6 +49,10 @@ from app.web.health import queue_stats
 DEFAULT_PER_PAGE = 20  # Judge0's Submission.per_page
 MAX_PER_PAGE = 100  # a page is rendered in one request: bound the work
 STATS_DAYS = 30
+# Listing and statistics walk this gateway's whole cache: they cost a read token per this many
+# jobs walked, up to a cap that stays within every tier's read burst.
+RECORDS_PER_TOKEN = 1000
+MAX_SCAN_COST = 20
 LIST_NOT_UTF8 = (
     "some attributes for one or more submissions cannot be converted to UTF-8, use base64_encoded=true query parameter"
 )
@@ -60,6 +64,11 @@ def ruby_int(raw: str | None, default: int) -> int:
         return default
     match = re.match(r"\s*([-+]?\d+)", raw)
     return int(match.group(1)) if match else 0
+
+
+def scan_cost(records: int) -> int:
+    """Read tokens a request reading ``records`` cached jobs costs: a whole cache is not free to scan."""
+    return min(MAX_SCAN_COST, 1 + records // RECORDS_PER_TOKEN)
 
 
 def newest_first(records: list[JobRecord]) -> list[JobRecord]:
@@ -92,7 +101,7 @@ async def list_submissions() -> Any:
     total = len(mine)
     pages = -(-total // per_page) if per_page else 0
     chosen = mine[(page - 1) * per_page: page * per_page] if per_page else []
-    gw.admission.read(identity, max(1, len(chosen)))
+    gw.admission.read(identity, max(len(chosen), scan_cost(len(mine))))
     try:
         submissions = [render(gw.registry, record.state, record, fields, encoded) for record in chosen]
     except NotUtf8:
@@ -111,8 +120,8 @@ async def list_submissions() -> Any:
 async def statistics() -> Any:
     """Counts of the jobs this gateway's event cache holds, in Judge0's shape."""
     gw = gateway()
-    gw.reader(TOKEN_HEADER)
     records = [record for record in gw.events.records() if record.complete]
+    gw.admission.read(gw.identify(reading=True, token_header=TOKEN_HEADER), scan_cost(len(records)))
     days: Counter[str] = Counter()
     languages: Counter[int] = Counter()
     statuses: Counter[int] = Counter()
