@@ -11,11 +11,12 @@ import socket
 import sys
 
 from hypercorn.asyncio import serve
-from hypercorn.config import Config
 
 from app import logs
 from app.config import ConfigError, Settings
+from app.metrics import Metrics
 from app.server import create_app
+from app.web import server as web_server
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -40,7 +41,11 @@ def listen(host: str, port: int) -> socket.socket:
 
 async def _serve(settings: Settings, sock: socket.socket) -> None:
     app = create_app(settings)
-    config = Config()
+    metrics: Metrics = app.extensions["runbox.metrics"]
+    web_server.install()
+    config = web_server.ServerConfig(
+        settings.max_header_kb * 1024, lambda reason: metrics.rejections.labels(reason).inc()
+    )
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
     config.graceful_timeout = 30

@@ -92,6 +92,7 @@ class Settings:
     sandbox_uid_count: int = 60000
 
     max_body_kb: int = 2048
+    max_header_kb: int = 16  # request line and header fields together (431 above it)
     body_timeout_s: float = 10.0  # a request body must arrive within this long (408)
     retry_after_s: int = 2
     # An executor gathers a job's events this long and publishes them as one message, so a
@@ -209,7 +210,7 @@ class Settings:
                     ipaddress.ip_network(cidr, strict=False)
                 except ValueError as exc:
                     raise ConfigError(f"RUNBOX_{name.upper()} entry {cidr!r} is not an address range") from exc
-        positive = ("max_body_kb", "events_cache_mb", "events_max_mb", "max_replays")
+        positive = ("max_body_kb", "max_header_kb", "events_cache_mb", "events_max_mb", "max_replays")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"RUNBOX_{name.upper()} must be at least 1")

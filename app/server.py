@@ -18,6 +18,7 @@ from app.gateway.service import Gateway
 from app.languages import Registry
 from app.metrics import Metrics
 from app.web import body, errors, health, instrumentation
+from app.web import server as web_server
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
@@ -42,6 +43,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
     )
     errors.register(app, {piston.bp.name: piston.shape, judge0.bp.name: judge0.shape})
     body.install(app, settings.max_body_kb * 1024, settings.body_timeout_s)
+    web_server.cap_headers(app, settings.max_header_kb * 1024)
     instrumentation.register(app)
     app.register_blueprint(health.bp)
     events: EventLog | None = None
