@@ -142,6 +142,7 @@ class Broker:
         # re-declares whatever was declared on it before it may publish again, and after the
         # loss of a cluster node that waits for every queue's and the stream's new leader, so
         # submissions would be refused for that long. The publishing channel restores at once.
+        await self.declare_events(connection)
         async with connection.channel(publisher_confirms=False) as setup:
             await self.declare_topology(setup)
         self._publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -218,10 +219,35 @@ class Broker:
             "x-dead-letter-strategy": "at-least-once",
         }
 
+    def events_policy_command(self) -> str:
+        """The ``rabbitmqctl`` command that bounds an existing event stream by size through a policy."""
+        pattern = "^" + self.names.events.replace(".", "\\.") + "$"
+        definition = f'{{"max-length-bytes": {self.settings.events_max_mb * 1024 * 1024}}}'
+        return f"rabbitmqctl set_policy {self.names.events}-bounds '{pattern}' '{definition}' --apply-to queues"
+
+    async def declare_events(self, connection: aio_pika.abc.AbstractConnection) -> bool:
+        """Declare the event stream; False when it exists with other arguments (it is used as it is).
+
+        RabbitMQ refuses to redeclare a queue with different arguments (PRECONDITION_FAILED),
+        and a stream cannot be altered: a stream made by an older runbox (no
+        ``x-max-length-bytes``) or under another ``RUNBOX_EVENTS_MAX_*`` keeps its arguments.
+        It is used as it is, and the log names the policy that gives it the byte bound (stream
+        policies may set ``max-length-bytes`` and ``max-age``; see docs/deploy.md).
+        """
+        try:
+            async with connection.channel(publisher_confirms=False) as channel:
+                await channel.declare_queue(self.names.events, durable=True, arguments=self.stream_arguments())
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            log.warning(
+                "the event stream exists with other arguments and is used as it is; bound it by a policy",
+                extra={"error": str(exc), "command": self.events_policy_command()},
+            )
+            return False
+        return True
+
     async def declare_topology(self, channel: AbstractChannel) -> None:
         await self.declare_presence(channel)
         await channel.declare_queue(self.names.dead, durable=True, arguments=self.quorum_arguments())
-        await channel.declare_queue(self.names.events, durable=True, arguments=self.stream_arguments())
         await self.declare_callbacks(channel)
         await self.declare_stdin(channel)
 

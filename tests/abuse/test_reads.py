@@ -111,3 +111,50 @@ def test_streams_past_the_cap_are_429(target: Target) -> None:
         opened.wait()
         for holder in holders:
             holder.join()
+
+
+def test_an_older_event_stream_is_used_as_it_is_and_bounded_by_a_policy() -> None:
+    """A stream declared without ``x-max-length-bytes`` (an older runbox) cannot be redeclared
+    with it (PRECONDITION_FAILED): the broker carries on with it, and the policy its log names
+    gives it the byte bound.
+    """
+    import asyncio
+    import subprocess
+
+    import aio_pika
+    from prometheus_client import CollectorRegistry
+
+    from app.broker import Broker
+    from app.languages import Registry
+    from app.metrics import Metrics
+    from tests.runbox_client import CREATED_PREFIXES, delete_prefixes
+
+    prefix = f"test-{secrets.token_hex(4)}"
+    CREATED_PREFIXES.add(prefix)
+    settings = Settings(amqp_prefix=prefix)
+    broker = Broker(settings, Metrics(CollectorRegistry()), "gateway", Registry.load(("python",)))
+    old = {"x-queue-type": "stream", "x-max-age": settings.events_max_age}
+
+    async def scenario() -> tuple[bool, bool]:
+        connection = await aio_pika.connect(settings.amqp_urls[0])
+        try:
+            async with connection.channel() as channel:
+                await channel.declare_queue(broker.names.events, durable=True, arguments=old)
+            kept = await broker.declare_events(connection)  # no PRECONDITION_FAILED out of it
+            fresh = Broker(Settings(amqp_prefix=prefix + "-new"), broker.metrics, "gateway", broker.registry)
+            CREATED_PREFIXES.add(prefix + "-new")
+            return kept, await fresh.declare_events(connection)
+        finally:
+            await connection.close()
+
+    kept, declared = asyncio.run(scenario())
+    assert (kept, declared) == (False, True)
+    policy = f"{broker.names.events}-bounds"
+    try:
+        subprocess.run(broker.events_policy_command(), shell=True, check=True, capture_output=True, timeout=60)
+        listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "policy"], capture_output=True,
+                                text=True, check=True, timeout=60).stdout
+        assert f"{broker.names.events}\t{policy}" in listed
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "clear_policy", policy], capture_output=True, timeout=60)
+        delete_prefixes({prefix, prefix + "-new"})
