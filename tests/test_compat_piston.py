@@ -129,7 +129,7 @@ def test_timeout_is_reported_as_sigkill(http: httpx.Client) -> None:
     assert run["signal"] == "SIGKILL"
     assert run["code"] is None
     assert run["status"] == "TO"
-    assert run["stdout"] == "start\n"
+    assert run["stdout"] == "start\n", run
 
 
 def test_memory_limit_in_bytes(http: httpx.Client) -> None:
