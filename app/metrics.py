@@ -30,6 +30,7 @@ REJECT_REASONS = (
     "not_found",
     "expired",
     "slow_body",
+    "headers_too_large",
     "busy",
     "overloaded",
 )

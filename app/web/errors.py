@@ -37,7 +37,7 @@ _STATUS_REASONS = {
     415: "bad_request",
     422: "bad_request",
     429: "rate_limited",
-    431: "bad_request",
+    431: "headers_too_large",
 }
 
 
