@@ -174,6 +174,23 @@ class Broker:
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
+    async def wait_publishable(self, timeout: float) -> bool:
+        """Whether publishing works again within ``timeout`` seconds.
+
+        A reconnection restores channels one at a time, the publishing channel not first, so
+        being connected is not enough: this also polls the channel until it is open.
+        """
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not self.connected:
+            left = end - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), left)
+            await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
+        return True
+
     async def close(self) -> None:
         """Close the connection and the statistics probe's."""
         await self.probe.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -71,9 +72,28 @@ class FakeDelivery:
 
 
 class FakeBroker:
-    def __init__(self, fail_with: BaseException | None = None) -> None:
+    """Publishes into a list; fails with ``fail_with``, or is unreachable for ``down_s`` after first use."""
+
+    def __init__(self, fail_with: BaseException | None = None, down_s: float = 0.0) -> None:
         self.fail_with = fail_with
+        self.down_s = down_s
         self.events: list[Any] = []
+        self.waits = 0
+        self._since: float | None = None
+
+    def _down_for(self) -> float:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        return max(0.0, self._since + self.down_s - now)
+
+    def _up(self) -> bool:
+        return self._down_for() == 0.0
+
+    async def wait_publishable(self, timeout: float) -> bool:
+        self.waits += 1
+        await asyncio.sleep(self._down_for())
+        return True
 
     async def publish_event(self, event: Any) -> None:
         await self.publish_events([event])
@@ -81,6 +101,8 @@ class FakeBroker:
     async def publish_events(self, events: list[Any]) -> None:
         if self.fail_with is not None:
             raise self.fail_with
+        if not self._up():
+            raise BrokerUnavailable("RabbitMQ is not reachable")
         self.events.extend(events)
 
 
@@ -198,6 +220,28 @@ def test_failure_publishing_events_requeues(registry: Registry, error: BaseExcep
     fake = FakeDelivery(job())
     handle(make_executor(registry, FakeBroker(fail_with=error), FakePool()), fake)
     assert fake.how == ["requeue"]
+
+
+def test_a_job_taken_while_the_broker_recovers_runs_once_it_is_back(registry: Registry) -> None:
+    # After a reconnection deliveries arrive before the publishing channel is restored; a job
+    # requeued then would be taken again at once and spend its delivery limit in a moment.
+    broker = FakeBroker(down_s=0.2)
+    fake = FakeDelivery(job())
+    handle(make_executor(registry, broker, FakePool()), fake)
+    assert fake.how == ["ack"]
+    assert [e.name for e in broker.events][-1] == "result"
+
+
+def test_a_broker_failure_is_handed_back_only_once_the_broker_is_back(registry: Registry) -> None:
+    broker = FakeBroker(fail_with=BrokerUnavailable("RabbitMQ did not confirm"))
+    fake = FakeDelivery(job())
+    handle(make_executor(registry, broker, FakePool()), fake)
+    assert fake.how == ["requeue"]
+    assert broker.waits == 2, "once before the run, once before handing the job back"
+    engine_failure = FakeBroker()
+    other = FakeDelivery(job())
+    handle(make_executor(registry, engine_failure, FakePool(acquire_fails=docker.errors.APIError("x"))), other)
+    assert other.how == ["requeue"] and engine_failure.waits == 1, "other failures are handed back at once"
 
 
 def test_a_failing_settle_is_contained(registry: Registry) -> None:
