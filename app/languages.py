@@ -104,7 +104,7 @@ class Language:
     piston_name: str = ""
     # Java's rule: a public class lives in a file of its name. The program is written under
     # its first top-level class's name (``Solution.java``) and the run step starts that
-    # class, read from $RUNBOX_MAIN_FILE, as Java's own source launcher (and Piston) would.
+    # class, read from $MAIN_FILE, as Java's own source launcher (and Piston) would.
     class_named: bool = False
     # How its image is built: sandbox_images/<dockerfile>/Dockerfile with these build arguments
     # (BASE: the shared base it starts from); a unit that extends another reuses its Dockerfile.

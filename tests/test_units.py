@@ -296,6 +296,10 @@ def test_agent_job_applies_compile_limits_and_names_the_main_file() -> None:
     build, _ = job["steps"]
     assert build["limits"]["timeout_s"] == 1.5 and build["memory_mb"] == 100
     assert build["limits"]["cpu_time_s"] == java.compile.timeout_s * 2  # not asked: the step's own
-    assert job["env"]["RUNBOX_MAIN_FILE"] == "Solution.java"
+    assert job["env"]["MAIN_FILE"] == "Solution.java"
+    python = Registry.load(("python",)).unit("python")
+    assert python is not None
+    plain = agent_job("j3", python, Limits(), [{"name": "main.py", "content": "x"}], "", ())
+    assert "MAIN_FILE" not in plain["env"] and not any(k.startswith("RUNBOX") for k in plain["env"])
     default = agent_job("j2", java, Limits(), files, "", ())["steps"][0]
     assert default["limits"]["timeout_s"] == java.compile.timeout_s and default["memory_mb"] == java.compile.memory_mb

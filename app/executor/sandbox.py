@@ -216,7 +216,7 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
               compile_limits: dict[str, float] | None = None) -> dict[str, Any]:
     """The message the agent receives: files to write and the steps to run under their limits.
 
-    ``files[0]`` is the program; its name reaches both steps as ``$RUNBOX_MAIN_FILE``.
+    ``files[0]`` is the program; a class-named unit's steps get its name as ``$MAIN_FILE``.
     ``compile_options`` are appended to the compile command; ``compile_limits`` tightens the
     compile step (``timeout_s``, ``cpu_time_s``, ``memory_mb``, already checked against the
     step's own); ``stack_kb`` sets the run step's stack limit (through prlimit(1), which every
@@ -276,7 +276,10 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
             step["ipc_namespace"] = True
     # A fresh secret the agent echoes in every message of this job: a line without it was
     # written by the job itself (gVisor lets it open the agent's stdout via /proc/1/fd).
-    env = {**language.env, "RUNBOX_MAIN_FILE": files[0]["name"] if files else language.source_file}
+    env = dict(language.env)
+    if language.class_named:
+        # Only where a command needs it: a job's environment carries nothing of the service's.
+        env["MAIN_FILE"] = files[0]["name"] if files else language.source_file
     return {"id": job_id, "files": files, "env": env, "steps": steps, "token": secrets.token_hex(16)}
 
 
