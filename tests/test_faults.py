@@ -35,8 +35,9 @@ LOAD_ENV = {"RUNBOX_LANGUAGES": "python", "RUNBOX_ANONYMOUS_RATE_PER_S": "1000",
 def sandboxes(executor: str) -> list[str]:
     client = docker.from_env()
     try:
+        # sparse: no inspect per container, so one being removed meanwhile is no 404
         return [c.id for c in client.containers.list(
-            all=True, filters={"label": ["runbox.role=sandbox", f"runbox.executor={executor}"]})]
+            all=True, sparse=True, filters={"label": ["runbox.role=sandbox", f"runbox.executor={executor}"]})]
     finally:
         client.close()
 
