@@ -320,10 +320,6 @@ class Executor:
         run: JobRun | None = None
         try:
             job = delivery.job()
-            # After a reconnection the consumers come back before the publishing channel:
-            # a job taken in between waits for it rather than failing to report at once.
-            if not await self.broker.wait_publishable(BROKER_WAIT_S):
-                raise BrokerUnavailable("RabbitMQ did not take events again in time")
             run = JobRun(self.broker, job, delivery.attempt, self.settings.event_linger_ms / 1000)
             state = await self._process(language, job, run)
         except asyncio.CancelledError:
