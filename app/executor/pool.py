@@ -1,11 +1,14 @@
 """Warm sandbox containers per language, kept ready ahead of demand.
 
-A pool keeps ``target`` containers idle or warming. A job takes an idle one at once; after
-the job the agent scrubs the container and it returns to the pool, unless it has served
-``container_max_uses`` jobs, its scrub left a trace, or it broke, in which case it is
-removed and a fresh one is warmed in the background. The target adapts: a pool with demand
-grows toward its maximum, one left idle for ``SHRINK_AFTER_S`` shrinks to its minimum, and
-all pools together stay within the executor's memory budget.
+A pool keeps ``target`` containers in all: idle, busy, being scrubbed after a job, or
+warming. A job takes an idle one at once; after the job the agent scrubs the container and
+it returns to the pool, unless it has served ``container_max_uses`` jobs, its scrub left a
+trace, or it broke, in which case it is removed and its successor is warmed at once, in the
+background, before a job needs it. A container being scrubbed is not replaced: it is back in
+a few milliseconds, while a start costs the engine far more CPU than a job. The target
+adapts: a pool with demand grows toward its maximum (one spare beyond the most jobs it ran or
+had waiting at once), one left idle for ``SHRINK_AFTER_S`` shrinks to its minimum, and all
+pools together stay within the executor's memory budget.
 
 Warming never gives up: whatever a start raises (the engine down, a missing image or runtime),
 the pool gives the memory back, waits with exponential backoff (at most ``RETRY_MAX_S``) and
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 SHRINK_AFTER_S = 120.0
 HEALTH_INTERVAL_S = 5.0
 WARMING_PER_POOL = 2
+SPARE = 1  # containers a pool with demand keeps beyond the most it had in use or awaited at once
 CONCURRENT_STARTS = 4  # container starts in flight per executor; more only queue up in dockerd
 RETRY_MAX_S = 10.0  # longest pause between warming attempts while starts fail
 
@@ -122,6 +126,7 @@ class Pool:
         self.idle: deque[Sandbox] = deque()
         self.busy = 0
         self.warming = 0
+        self.recycling = 0  # given back, being scrubbed: idle again in a few milliseconds
         self.waiters = 0
         self._failures = 0
         self._retry_at = 0.0
@@ -153,7 +158,8 @@ class Pool:
     def _report(self) -> None:
         name = self.language.key
         self.metrics.pool_containers.labels(name, "idle").set(len(self.idle))
-        self.metrics.pool_containers.labels(name, "busy").set(self.busy)
+        # A container being scrubbed after its job is still busy to an operator.
+        self.metrics.pool_containers.labels(name, "busy").set(self.busy + self.recycling)
         self.metrics.pool_containers.labels(name, "warming").set(self.warming)
         self.metrics.pool_target.labels(name).set(self.target)
         self.metrics.pool_max.labels(name).set(self.maximum)
@@ -232,12 +238,12 @@ class Pool:
             self.target = self.minimum
             self._peak_busy = 0
         else:
-            self.target = max(self.minimum, min(self.maximum, max(self.size, self._peak_busy + 2)))
+            self.target = max(self.minimum, min(self.maximum, max(self.size, self._peak_busy + SPARE)))
         if now < self._yield_until and not self.waiters:
-            self.target = min(self.target, max(self.minimum, len(self.idle) + self.busy))
+            self.target = min(self.target, max(self.minimum, self.size_now() - self.warming))
 
     async def _maintain(self) -> None:
-        """Keep idle + warming at the target; replace dead containers; shrink when idle. Never ends early."""
+        """Keep the pool at its target; replace dead containers; shrink when idle. Never ends early."""
         last_health = time.monotonic()
         while not self._closing:
             try:
@@ -251,8 +257,9 @@ class Pool:
         self._adapt()
         # After failures, one start at a time probes the engine, once the backoff has passed.
         if time.monotonic() >= self._retry_at and (self._failures == 0 or self.warming == 0):
-            want = min(self.target, self.maximum - self.busy) - len(self.idle) - self.warming
-            want = max(want, self.waiters - self.warming)
+            want = min(self.target, self.maximum) - self.size_now()
+            # Jobs waiting beyond what is idle, being scrubbed or starting get a start each, up to the maximum.
+            want = max(want, min(self.waiters - self.warming - self.recycling, self.maximum - self.size_now()))
             # A few at a time per pool, so that at start every language gets its first
             # containers early instead of one language taking the engine for seconds.
             want = min(want, max(WARMING_PER_POOL, self.waiters) - self.warming)
@@ -263,7 +270,7 @@ class Pool:
                     break
                 self.warming += 1
                 self._spawn(self._warm_one())
-        while len(self.idle) > self.target and self.waiters == 0:
+        while self.idle and self.size_now() > self.target and self.waiters == 0:
             self._spawn(self._remove(self.idle.popleft()))
         if time.monotonic() - last_health > HEALTH_INTERVAL_S:
             last_health = time.monotonic()
@@ -332,24 +339,35 @@ class Pool:
             self._report()
 
     def release(self, sandbox: Sandbox, reusable: bool) -> None:
-        """Give a sandbox back after its job; it rejoins the pool once its scrub is confirmed."""
-        self.busy -= 1
-        self._spawn(self._recycle(sandbox, reusable))
-        self._wakeup.set()
+        """Give a sandbox back after its job; it rejoins the pool once its scrub is confirmed.
 
-    async def _recycle(self, sandbox: Sandbox, reusable: bool) -> None:
+        One that will not serve again is replaced at once: the pool warms its successor in
+        the background while it is removed, before a job needs it.
+        """
+        self.busy -= 1
         keep = (
             reusable
             and not sandbox.dirty
             and sandbox.uses < self.settings.container_max_uses
             and sandbox.alive
             and not self._closing
-            and len(self.idle) < self.target
+            and self.size_now() < self.target
         )
-        if keep and await sandbox.wait_ready():
-            self.metrics.container_events.labels(self.language.key, "reused").inc()
-            await self._offer(sandbox)
-            return
+        if keep:
+            self.recycling += 1
+        self._spawn(self._recycle(sandbox, keep))
+        self._wakeup.set()
+
+    async def _recycle(self, sandbox: Sandbox, keep: bool) -> None:
+        if keep:
+            try:
+                clean = await sandbox.wait_ready()
+            finally:
+                self.recycling -= 1
+            if clean:
+                self.metrics.container_events.labels(self.language.key, "reused").inc()
+                await self._offer(sandbox)
+                return
         self.metrics.container_events.labels(self.language.key, "recycled").inc()
         await self._remove(sandbox)
 
@@ -364,7 +382,7 @@ class Pool:
 
     def size_now(self) -> int:
         """Containers this pool has or is starting."""
-        return len(self.idle) + self.busy + self.warming
+        return len(self.idle) + self.busy + self.warming + self.recycling
 
     def warm(self) -> bool:
         """Whether the pool can take a job at once (or has no target to keep)."""
