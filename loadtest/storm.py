@@ -5,13 +5,16 @@
 Rate limits are lifted (a key of an unlimited tier), so what the deployment cannot absorb
 must be refused by the service itself: the figures are how fast every submission is answered
 (202 or 503 with ``Retry-After``), how many were shed, and how fast ``/healthz`` answered while
-it happened. Traffic goes to 127.0.0.1 only and the run is bounded by ``--jobs``. Afterwards
+it happened. The probes come from a process of their own: probed from the load generator's
+event loop, they would time its backlog of 200 clients rather than the gateway's answer.
+Traffic goes to 127.0.0.1 only and the run is bounded by ``--jobs``. Afterwards
 every accepted job is looked up until it is terminal (bounded wait) to count any lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import statistics
 import time
 from collections import Counter
@@ -32,13 +35,29 @@ def pct(values: list[float], p: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))]
 
 
+def probe_health(url: str, stop: Any, out: Any) -> None:
+    """Probe ``/healthz`` on a fresh connection every ``PROBE_INTERVAL_S`` until ``stop``; send the seconds.
+
+    A fresh connection per probe, as an orchestrator's liveness check would make; a failed
+    probe counts as infinitely slow.
+    """
+    health: list[float] = []
+    while not stop.is_set():
+        began = time.perf_counter()
+        try:
+            ok = httpx.get(url + "/healthz", timeout=30).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        health.append(time.perf_counter() - began if ok else float("inf"))
+        time.sleep(PROBE_INTERVAL_S)
+    out.send(health)
+
+
 async def storm(url: str, jobs: int, concurrency: int, headers: dict[str, str]) -> dict[str, Any]:
     answers: list[float] = []
     outcomes: Counter[str] = Counter()
     accepted: list[str] = []
-    health: list[float] = []
     left = jobs
-    done = asyncio.Event()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async def submitter(client: httpx.AsyncClient) -> None:
@@ -60,25 +79,20 @@ async def storm(url: str, jobs: int, concurrency: int, headers: dict[str, str]) 
                 retry = "with Retry-After" if "Retry-After" in response.headers else "WITHOUT Retry-After"
                 outcomes[f"{response.status_code} {code} {retry}"] += 1
 
-    async def prober() -> None:
-        # A fresh connection per probe, as an orchestrator's liveness check would make.
-        while not done.is_set():
-            began = time.perf_counter()
-            try:
-                async with httpx.AsyncClient(base_url=url, timeout=30) as probe:
-                    ok = (await probe.get("/healthz")).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            health.append(time.perf_counter() - began if ok else float("inf"))
-            await asyncio.sleep(PROBE_INTERVAL_S)
-
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    receive, send = context.Pipe(duplex=False)
+    prober = context.Process(target=probe_health, args=(url, stop, send), daemon=True)
+    prober.start()
     began = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as client:
-        probing = asyncio.create_task(prober())
-        await asyncio.gather(*(submitter(client) for _ in range(concurrency)))
-        done.set()
-        await probing
-    took = time.perf_counter() - began
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as client:
+            await asyncio.gather(*(submitter(client) for _ in range(concurrency)))
+    finally:
+        took = time.perf_counter() - began
+        stop.set()
+        health: list[float] = await asyncio.to_thread(receive.recv)
+        prober.join(10)
     return {"answers": answers, "outcomes": outcomes, "accepted": accepted, "health": health, "seconds": took}
 
 

@@ -162,7 +162,20 @@ def test_languages_listing(client: Client) -> None:
 
 
 def test_health_and_readiness(client: Client) -> None:
-    assert client.http.get("/healthz").json()["status"] == "ok"
+    def probes() -> float:
+        lines = [line for line in client.http.get("/metrics").text.splitlines()
+                 if line.startswith("runbox_http_requests_total{") and 'route="/healthz"' in line
+                 and 'method="GET"' in line and 'code="200"' in line]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+    before = probes()
+    health = client.http.get("/healthz")
+    assert health.status_code == 200 and health.headers["content-type"] == "application/json"
+    assert health.json() == {"status": "ok", "roles": ["gateway", "executor"]}
+    head = client.http.head("/healthz")
+    assert head.status_code == 200 and head.content == b""
+    assert probes() == before + 1  # answered ahead of the application, and counted as it would count it
+    assert client.http.post("/healthz").status_code == 405
     ready = client.http.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["executors"] >= 1
