@@ -478,11 +478,26 @@ class Delivery:
     executor's whole view of RabbitMQ; tests build it around a fake settle function.
     """
 
-    def __init__(self, body: bytes, attempt: int, settle: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        attempt: int,
+        settle: Callable[[str], Awaitable[None]],
+        live: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.body = body
         self.attempt = attempt
         self._settle = settle
+        self._live = live
         self.settled = ""
+
+    def live(self) -> bool:
+        """Whether the channel it came on is still open, so the job is still this consumer's.
+
+        Once that channel closed, RabbitMQ has put the job back and may already have handed
+        it to another executor: running it here too would run it twice.
+        """
+        return self._live()
 
     def job(self) -> Job:
         """The decoded job; :class:`MalformedJob` when the body is not one."""
@@ -529,7 +544,13 @@ def _adapt(handler: DeliveryHandler) -> Callable[[AbstractIncomingMessage], Awai
             else:
                 await message.nack(requeue=how == "requeue")
 
-        await handler(Delivery(message.body, delivery_attempt(message), settle))
+        def live() -> bool:
+            try:
+                return not message.channel.is_closed
+            except aio_pika.exceptions.ChannelInvalidStateError:  # raised once the channel closed
+                return False
+
+        await handler(Delivery(message.body, delivery_attempt(message), settle, live))
 
     return on_message
 

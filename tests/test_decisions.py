@@ -29,7 +29,7 @@ from app.config import Settings
 from app.executor.engine import EngineWatch, engine_problem
 from app.executor.pool import RETRY_MAX_S, retry_delay
 from app.executor.sandbox import SandboxError
-from app.executor.scheduler import Executor, Verdict, verdict
+from app.executor.scheduler import Executor, StaleDelivery, Verdict, verdict
 from app.languages import Registry
 from app.messages import Job, new_job_id
 from app.metrics import Metrics
@@ -59,8 +59,9 @@ EVERY_FAILURE = ENGINE_FAILURES + BROKER_FAILURES + SANDBOX_FAILURES + BUGS
 class FakeDelivery:
     """Records how a delivery was settled; optionally the settle itself fails (channel gone)."""
 
-    def __init__(self, job: Job | None, settle_fails: bool = False) -> None:
+    def __init__(self, job: Job | None, settle_fails: bool = False, live: bool = True) -> None:
         self.how: list[str] = []
+        self.is_live = live
 
         async def settle(how: str) -> None:
             self.how.append(how)
@@ -68,7 +69,7 @@ class FakeDelivery:
                 raise aiormq.exceptions.ChannelInvalidStateError("channel is closed")
 
         body = job.encode() if job is not None else b"\xff not json"
-        self.delivery = Delivery(body, 1, settle)
+        self.delivery = Delivery(body, 1, settle, lambda: self.is_live)
 
 
 class FakeBroker:
@@ -89,6 +90,10 @@ class FakeBroker:
 
     def _up(self) -> bool:
         return self._down_for() == 0.0
+
+    @property
+    def connected(self) -> bool:
+        return self._up()
 
     async def wait_publishable(self, timeout: float) -> bool:
         self.waits += 1
@@ -173,6 +178,7 @@ def test_verdicts() -> None:
     assert verdict(MalformedJob("x")) is Verdict.REJECT
     for error in EVERY_FAILURE:
         assert verdict(error) is Verdict.REQUEUE, error
+    assert verdict(StaleDelivery("closed")) is Verdict.FORGET
 
 
 def test_a_finished_job_is_acked_after_its_result(registry: Registry) -> None:
@@ -222,17 +228,45 @@ def test_failure_publishing_events_requeues(registry: Registry, error: BaseExcep
     assert fake.how == ["requeue"]
 
 
-def test_a_job_taken_while_the_broker_recovers_is_handed_back_once_it_is_back(registry: Registry) -> None:
+def test_a_job_taken_while_the_broker_recovers_runs_once_it_is_back(registry: Registry) -> None:
     # After a reconnection deliveries arrive before the publishing channel is restored; a job
     # requeued at once would be taken again at once and spend its delivery limit in a moment.
-    # It is not run later instead: its delivery may be stale, already redelivered elsewhere.
+    # Its delivery is still this executor's, so it waits for RabbitMQ and runs.
     broker = FakeBroker(down_s=0.3)
     fake = FakeDelivery(job())
     began = time.monotonic()
     handle(make_executor(registry, broker, FakePool()), fake)
-    assert fake.how == ["requeue"]
-    assert time.monotonic() - began >= 0.3, "handed back only once RabbitMQ could take events again"
-    assert broker.events == []
+    assert time.monotonic() - began >= 0.3, "run only once RabbitMQ could take events again"
+    assert fake.how == ["ack"], "no delivery spent on the outage"
+    assert [e.name for e in broker.events] == ["started", "stdout", "result"]
+
+
+def test_a_delivery_whose_channel_closed_is_neither_run_nor_settled(registry: Registry) -> None:
+    # RabbitMQ put the job back when the channel closed and may have handed it to another
+    # executor already: running it here too would run it twice (seen in the soak as a result
+    # without its attempt's output, two runs' events interleaved).
+    broker = FakeBroker()
+    pool = FakePool()
+    fake = FakeDelivery(job(), live=False)
+    handle(make_executor(registry, broker, pool), fake)
+    assert fake.how == [] and broker.events == []
+    assert pool.released == [True], "the container it took goes back to the pool unused"
+
+    class ClosesDuringTheRun(FakeSandbox):
+        def __init__(self, delivery: FakeDelivery) -> None:
+            super().__init__(None)
+            self.delivery = delivery
+
+        async def run(self, payload: dict[str, Any], deadline: float) -> AsyncIterator[dict[str, Any]]:
+            self.delivery.is_live = False  # the connection dropped while the job ran
+            async for msg in super().run(payload, deadline):
+                yield msg
+
+    for during in (FakeBroker(), FakeBroker(fail_with=BrokerUnavailable("RabbitMQ did not confirm"))):
+        failed = FakeDelivery(job(), live=True)
+        handle(make_executor(registry, during, FakePool(sandbox=ClosesDuringTheRun(failed))), failed)
+        assert failed.how == [], "a job whose channel closed during its run is not settled by this executor"
+        assert [e.name for e in during.events if e.name == "result"] == [], "nor its result published"
 
 
 def test_a_broker_failure_is_handed_back_only_once_the_broker_is_back(registry: Registry) -> None:

@@ -12,8 +12,9 @@ confirmed by RabbitMQ. Any failure of the system (the Docker engine, the sandbox
 or a bug) returns the job to its queue for another attempt; after the delivery limit
 RabbitMQ dead-letters it and :meth:`Executor._dead_letter` ends it ``failed``. A delivery
 that is not a job is rejected straight to the dead letters. A program's own crash is a
-result, never retried. The broker hands over a :class:`~app.broker.Delivery`; no aio-pika
-type appears here.
+result, never retried. A delivery whose channel closed before its run began is no longer
+this executor's (RabbitMQ has put it back) and is neither run nor settled here. The broker
+hands over a :class:`~app.broker.Delivery`; no aio-pika type appears here.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ from app.result import Result
 log = logging.getLogger(__name__)
 
 DEADLINE_SLACK_S = 10.0
-# How long a job waits for RabbitMQ to take events again before it is handed back: a job
-# requeued at once while the broker recovers is taken again at once, and each round trip
-# spends one of its deliveries (seen in the soak: 22 attempts in 2 s, then dead-lettered).
+# How long a job waits for RabbitMQ to take events again, before its run or before it is
+# handed back: a job requeued at once while the broker recovers is taken again at once, and
+# each round trip spends one of its deliveries (seen in the soak: 22 attempts in 2 s, then
+# dead-lettered).
 BROKER_WAIT_S = 30.0
 CASE_SLACK_S = 3.0  # per judged case: the agent's kill grace and reaping, beyond the case's own limit
 
@@ -95,18 +97,25 @@ class FairSlots:
         self.used -= 1
 
 
+class StaleDelivery(RuntimeError):
+    """The delivery's channel closed before its run: RabbitMQ has the job back."""
+
+
 class Verdict(enum.Enum):
     """How a delivery is settled."""
 
     ACK = "ack"  # done: the terminal event is confirmed
     REQUEUE = "requeue"  # the system failed: another attempt (bounded by the delivery limit)
     REJECT = "reject"  # never runnable: straight to the dead letters
+    FORGET = "forget"  # no longer ours (its channel closed): RabbitMQ hands it out again
 
 
 def failure_kind(error: BaseException) -> str:
     """What failed, for the log: the sandbox, the Docker engine, RabbitMQ, the message, or runbox itself."""
     if isinstance(error, MalformedJob):
         return "message"
+    if isinstance(error, StaleDelivery):
+        return "stale"
     if isinstance(error, SandboxError):
         return "sandbox"
     if isinstance(error, (BrokerUnavailable, aiormq.exceptions.AMQPError, AMQPException)):
@@ -126,6 +135,8 @@ def verdict(error: BaseException | None) -> Verdict:
         return Verdict.ACK
     if isinstance(error, MalformedJob):
         return Verdict.REJECT
+    if isinstance(error, StaleDelivery):
+        return Verdict.FORGET
     return Verdict.REQUEUE
 
 
@@ -321,7 +332,7 @@ class Executor:
         try:
             job = delivery.job()
             run = JobRun(self.broker, job, delivery.attempt, self.settings.event_linger_ms / 1000)
-            state = await self._process(language, job, run)
+            state = await self._process(language, job, run, delivery)
         except asyncio.CancelledError:
             # Draining ran out of time, or the loop is closing: someone else runs it.
             await asyncio.shield(self._settle(delivery, run, asyncio.CancelledError()))
@@ -336,35 +347,55 @@ class Executor:
         """Apply :func:`verdict` to a delivery: the only place a job is acked or nacked."""
         decision = verdict(error)
         if error is not None:
-            job_id = run.job.id if run is not None else None
-            log.error(
-                "job not finished; %s",
-                "returned to its queue" if decision is Verdict.REQUEUE else "rejected to the dead letters",
-                extra={"job": job_id, "attempt": delivery.attempt, "failure": failure_kind(error),
-                       "error": repr(error)[:500]},
-            )
             if run is not None:
                 run.abandon()
             if decision is Verdict.REQUEUE and failure_kind(error) == "broker":
-                # Handed back only once RabbitMQ can take this job's next attempt's events.
+                # Handed back only once RabbitMQ can take this job's next attempt's events,
+                # and only if still ours: a closed channel's jobs are back in the queue already.
                 await self.broker.wait_publishable(BROKER_WAIT_S)
+                if not delivery.live():
+                    decision = Verdict.FORGET
+            job_id = run.job.id if run is not None else None
+            log.log(
+                logging.WARNING if decision is Verdict.FORGET else logging.ERROR,
+                "job not finished; %s",
+                {Verdict.REQUEUE: "returned to its queue", Verdict.REJECT: "rejected to the dead letters",
+                 Verdict.FORGET: "its channel closed, so RabbitMQ hands it out again"}[decision],
+                extra={"job": job_id, "attempt": delivery.attempt, "failure": failure_kind(error),
+                       "error": repr(error)[:500]},
+            )
+        if decision is Verdict.FORGET:
+            return False
         if decision is Verdict.ACK:
             return await delivery.ack()
         if decision is Verdict.REJECT:
             return await delivery.reject()
         return await delivery.requeue()
 
-    async def _process(self, language: Language, job: Job, run: JobRun) -> dict[str, Any]:
-        """Wait for a run slot and a warm container, run the job, and confirm its terminal event."""
+    async def _process(self, language: Language, job: Job, run: JobRun, delivery: Delivery) -> dict[str, Any]:
+        """Wait for a run slot and a warm container, run the job, and confirm its terminal event.
+
+        A job is run only while its delivery is still this executor's: right after a
+        reconnection, deliveries arrive before events can be published, so the run waits for
+        RabbitMQ rather than failing and spending a delivery; and a delivery whose channel
+        closed meanwhile (while it waited for RabbitMQ, a slot or a container) is not run,
+        nor is its result published if the channel closed during the run, because RabbitMQ
+        has put it back for another executor.
+        """
         name = language.key
         if run.attempt > 1:
             self.metrics.redeliveries.labels(name).inc()
+        if not self.broker.connected and not await self.broker.wait_publishable(BROKER_WAIT_S):
+            raise BrokerUnavailable("RabbitMQ is not reachable")
         self.metrics.executor_waiting.labels(name).inc()
         waiting = True
         try:
             await self.slots.acquire(name)
             try:
                 sandbox = await self.pools[name].acquire(job.limits)
+                if not delivery.live():
+                    self.pools[name].release(sandbox, reusable=True)  # untouched: no job ran in it
+                    raise StaleDelivery("the delivery's channel closed before its run")
                 self.metrics.executor_waiting.labels(name).dec()
                 waiting = False
                 self.metrics.executor_running.labels(name).inc()
@@ -374,6 +405,10 @@ class Executor:
                     self.metrics.executor_running.labels(name).dec()
             finally:
                 self.slots.release()
+            if not delivery.live():
+                # Already handed to another executor: a result from here could end the job
+                # before that run's, interleaving two runs' events.
+                raise StaleDelivery("the delivery's channel closed during its run")
             await run.finish(state)
         finally:
             if waiting:
