@@ -228,7 +228,7 @@ class Broker:
     def job_queue_arguments(self) -> dict[str, Any]:
         return {
             **self.quorum_arguments(),
-            "x-delivery-limit": self.settings.delivery_limit,
+            "x-delivery-limit": self.settings.return_limit,
             "x-max-length": self.settings.queue_max_length,
             "x-overflow": "reject-publish",
             "x-dead-letter-exchange": "",
@@ -303,17 +303,32 @@ class Broker:
     async def declare_presence(self, channel: AbstractChannel) -> AbstractQueue:
         return await channel.declare_queue(self.names.presence, durable=False, arguments={"x-queue-type": "classic"})
 
-    async def declare_jobs(self, language: str) -> None:
-        """Declare a language's queue on a short-lived channel (see :meth:`connect` for why)."""
+    async def declare_jobs(self, language: str) -> bool:
+        """Declare a language's queue on a short-lived channel (see :meth:`connect` for why).
+
+        False when it exists with other arguments (made by an older runbox, whose
+        ``x-delivery-limit`` was the delivery limit itself): RabbitMQ cannot alter a queue's
+        arguments, so it is used as it is and the log says so (docs/deploy.md, upgrading).
+        """
         self._require()
         assert self._connection is not None
-        async with self._connection.channel(publisher_confirms=False) as setup:
-            await self._declare_jobs_on(setup, language)
+        try:
+            async with self._connection.channel(publisher_confirms=False) as setup:
+                await setup.declare_queue(
+                    self.names.jobs(language), durable=True, arguments=self.job_queue_arguments()
+                )
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            log.warning(
+                "a job queue exists with other arguments and is used as it is; re-create it once drained",
+                extra={"queue": self.names.jobs(language), "error": str(exc)},
+            )
+            return False
+        return True
 
     async def _declare_jobs_on(self, channel: AbstractChannel, language: str) -> AbstractQueue:
-        return await channel.declare_queue(
-            self.names.jobs(language), durable=True, arguments=self.job_queue_arguments()
-        )
+        # Passive: declare_jobs made it (or found it made with other arguments), and a
+        # consumer's channel re-declares on every reconnection, where a mismatch would close it.
+        return await channel.declare_queue(self.names.jobs(language), passive=True)
 
     async def executors(self) -> int:
         """How many executors are consuming, anywhere (this process's own included), from the presence queue."""

@@ -58,7 +58,13 @@ class Settings:
     amqp_quorum_size: int = 0  # replicas of each queue and the stream; 0: RabbitMQ's default (all nodes)
     stats_ttl_s: float = 1.0  # queue figures and executor counts are at most this old
     publish_timeout_s: float = 5.0
+    # Runs of a job the system may fail (engine, sandbox, broker, executor) before it ends
+    # failed: counted by the executors from the runs that began, not by RabbitMQ.
     delivery_limit: int = 3
+    # RabbitMQ's own count beneath it (x-delivery-limit): every hand-out counts there, also a
+    # job put back because a consumer's channel closed (each node of a restarting cluster
+    # closes its connections), so it is only the net for a job no executor can even begin.
+    return_limit: int = 20
     queue_max_length: int = 1000
     events_max_age: str = "1D"
     events_lookback_s: float = 600.0
@@ -193,6 +199,8 @@ class Settings:
             raise ConfigError("pool sizes must satisfy 0 <= RUNBOX_POOL_MIN <= RUNBOX_POOL_SIZE <= RUNBOX_POOL_MAX")
         if self.delivery_limit < 1:
             raise ConfigError("RUNBOX_DELIVERY_LIMIT must be at least 1")
+        if self.return_limit <= self.delivery_limit:
+            raise ConfigError("RUNBOX_RETURN_LIMIT must be greater than RUNBOX_DELIVERY_LIMIT")
         for url in self.amqp_urls or ("",):
             if not url.startswith(("amqp://", "amqps://")):
                 raise ConfigError(f"RUNBOX_AMQP_URL entries must be amqp:// or amqps:// URLs, not {url!r}")

@@ -9,4 +9,4 @@ PY="$ROOT/.venv/bin"
 echo "== ruff"; "$PY/ruff" check .
 echo "== mypy"; "$PY/mypy" app
 echo "== pytest"
-"$PY/pytest" -q -ra "$@"
+"$PY/pytest" -q -ra --durations=25 "$@"

@@ -31,7 +31,7 @@ from app.executor.pool import RETRY_MAX_S, retry_delay
 from app.executor.sandbox import SandboxError
 from app.executor.scheduler import Executor, StaleDelivery, Verdict, verdict
 from app.languages import Registry
-from app.messages import Job, new_job_id
+from app.messages import MARKER, Event, Job, new_job_id
 from app.metrics import Metrics
 
 ENGINE_FAILURES: list[BaseException] = [
@@ -59,7 +59,7 @@ EVERY_FAILURE = ENGINE_FAILURES + BROKER_FAILURES + SANDBOX_FAILURES + BUGS
 class FakeDelivery:
     """Records how a delivery was settled; optionally the settle itself fails (channel gone)."""
 
-    def __init__(self, job: Job | None, settle_fails: bool = False, live: bool = True) -> None:
+    def __init__(self, job: Job | None, settle_fails: bool = False, live: bool = True, attempt: int = 1) -> None:
         self.how: list[str] = []
         self.is_live = live
 
@@ -69,7 +69,7 @@ class FakeDelivery:
                 raise aiormq.exceptions.ChannelInvalidStateError("channel is closed")
 
         body = job.encode() if job is not None else b"\xff not json"
-        self.delivery = Delivery(body, 1, settle, lambda: self.is_live)
+        self.delivery = Delivery(body, attempt, settle, lambda: self.is_live)
 
 
 class FakeBroker:
@@ -279,6 +279,45 @@ def test_a_broker_failure_is_handed_back_only_once_the_broker_is_back(registry: 
     other = FakeDelivery(job())
     handle(make_executor(registry, engine_failure, FakePool(acquire_fails=docker.errors.APIError("x"))), other)
     assert other.how == ["requeue"] and engine_failure.waits == 0, "other failures are handed back at once"
+
+
+class FakeStream:
+    """The event stream as the executor reads it back: given events, then what the broker got since."""
+
+    def __init__(self, broker: FakeBroker, events: list[Event]) -> None:
+        self.broker = broker
+        self.events = events
+        self.reads = 0
+
+    async def read(self, start: Any, resume: bool = True) -> AsyncIterator[tuple[int, Event]]:
+        self.reads += 1
+        for i, event in enumerate(self.events + [e for e in self.broker.events if e.name == MARKER]):
+            yield i, event
+
+
+@pytest.mark.parametrize(("began", "ends"), [((1, 2, 3, 4), "failed"), ((2,), "completed"), ((), "completed")])
+def test_runs_not_hand_outs_count_towards_the_delivery_limit(
+    registry: Registry, began: tuple[int, ...], ends: str
+) -> None:
+    # Handed out a fifth time (limit 3): RabbitMQ also counts each time it put the job back
+    # because a consumer's channel closed, as every node of a restarting cluster does. Only
+    # runs that began (a started event in the stream) count: four of them end the job failed.
+    broker = FakeBroker()
+    pool = FakePool()
+    executor = make_executor(registry, broker, pool)
+    the_job = job()
+    stream = FakeStream(broker, [Event(job=the_job.id, name="started", data={}, attempt=a, n=1) for a in began])
+    executor.reader = stream  # type: ignore[assignment]
+    fake = FakeDelivery(the_job, attempt=5)
+    handle(executor, fake)
+    assert fake.how == ["ack"] and stream.reads == 1
+    result = [e for e in broker.events if e.name == "result"]
+    assert result[0].data["status"] == ends
+    if ends == "failed":
+        assert "attempted 4 times" in result[0].data["result"]["error"] and pool.released == []
+    first = FakeDelivery(job(), attempt=4)
+    handle(executor, first)
+    assert stream.reads == 1, "a job within the limit is not counted: no read of the stream"
 
 
 def test_a_failing_settle_is_contained(registry: Registry) -> None:

@@ -9,8 +9,10 @@ languages, so a flood in one language does not starve the others.
 Ack or nack is decided in one place, :func:`verdict`, applied by :meth:`Executor._settle`
 for every delivery whatever happened to it: a job is acked only after its terminal event is
 confirmed by RabbitMQ. Any failure of the system (the Docker engine, the sandbox, RabbitMQ,
-or a bug) returns the job to its queue for another attempt; after the delivery limit
-RabbitMQ dead-letters it and :meth:`Executor._dead_letter` ends it ``failed``. A delivery
+or a bug) returns the job to its queue for another attempt; once more of its runs failed
+than the delivery limit allows (runs counted from the stream, :mod:`app.executor.runs`) it
+ends ``failed``. RabbitMQ's own, higher return limit dead-letters a job no executor could
+even begin, and :meth:`Executor._dead_letter` ends it ``failed``. A delivery
 that is not a job is rejected straight to the dead letters. A program's own crash is a
 result, never retried. A delivery whose channel closed before its run began is no longer
 this executor's (RabbitMQ has put it back) and is neither run nor settled here. The broker
@@ -32,11 +34,12 @@ import aiormq
 import docker
 from aio_pika.exceptions import AMQPException
 
-from app.broker import Broker, BrokerUnavailable, Consumer, Delivery, MalformedJob
+from app.broker import Broker, BrokerUnavailable, Consumer, Delivery, MalformedJob, StreamReader
 from app.callbacks import CallbackTask
 from app.config import Settings
 from app.executor.engine import ENGINE_ERRORS, EngineWatch, remove_orphans
 from app.executor.pool import Budget, Pool
+from app.executor.runs import runs_begun
 from app.executor.sandbox import Sandbox, SandboxError, Uids, agent_job
 from app.interactive import StdinRouter
 from app.judging import Judgement
@@ -53,6 +56,7 @@ DEADLINE_SLACK_S = 10.0
 # each round trip spends one of its deliveries (seen in the soak: 22 attempts in 2 s, then
 # dead-lettered).
 BROKER_WAIT_S = 30.0
+RUNS_COUNT_TIMEOUT_S = 20.0
 CASE_SLACK_S = 3.0  # per judged case: the agent's kill grace and reaping, beyond the case's own limit
 
 
@@ -125,6 +129,14 @@ def failure_kind(error: BaseException) -> str:
     return "bug"
 
 
+def given_up(runs: int) -> str:
+    """The error of a job whose runs the system failed more often than the delivery limit allows."""
+    return (
+        f"the job was attempted {runs} times and the system failed to run it each time "
+        "(an executor, its sandbox, the Docker engine or RabbitMQ failed); it was not retried again"
+    )
+
+
 def verdict(error: BaseException | None) -> Verdict:
     """The one decision: ack a finished job, reject a malformed one, requeue after any failure.
 
@@ -193,6 +205,11 @@ class JobRun:
         batch, self._batch = self._batch, []
         await asyncio.gather(self.broker.publish_events(batch), publish_callback(self.broker, self.job))
 
+    async def confirm(self) -> None:
+        """Publish what is gathered now and wait until RabbitMQ confirmed every event so far."""
+        self._flush()
+        await asyncio.gather(*self._pending)
+
     def abandon(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -236,6 +253,7 @@ class Executor:
         self.pools: dict[str, Pool] = {}
         self.slots = FairSlots(settings.running_slots)
         self.stdin = StdinRouter(settings, broker)
+        self.reader = StreamReader(settings)
         self.consumers: list[Consumer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
@@ -332,7 +350,14 @@ class Executor:
         try:
             job = delivery.job()
             run = JobRun(self.broker, job, delivery.attempt, self.settings.event_linger_ms / 1000)
-            state = await self._process(language, job, run, delivery)
+            runs = await self._runs_spent(job, delivery.attempt)
+            if runs is not None:
+                state = failed_state(job, given_up(runs))
+                await run.finish(state)
+                self.metrics.dead_letters.labels(job.language).inc()
+                log.error("job given up", extra={"job": job.id, "language": job.language, "runs": runs})
+            else:
+                state = await self._process(language, job, run, delivery)
         except asyncio.CancelledError:
             # Draining ran out of time, or the loop is closing: someone else runs it.
             await asyncio.shield(self._settle(delivery, run, asyncio.CancelledError()))
@@ -342,6 +367,17 @@ class Executor:
             return
         if await self._settle(delivery, run, None):
             self._count(language, state)
+
+    async def _runs_spent(self, job: Job, attempt: int) -> int | None:
+        """How many runs the system failed, once they exceed the delivery limit; else None.
+
+        Only a job handed out more often than the limit allows is counted (see
+        :mod:`app.executor.runs`): most of those hand-outs were RabbitMQ putting it back.
+        """
+        if attempt <= self.settings.delivery_limit + 1:
+            return None
+        runs = await runs_begun(self.broker, self.reader, job.id, job.created_at, RUNS_COUNT_TIMEOUT_S)
+        return runs if runs > self.settings.delivery_limit else None
 
     async def _settle(self, delivery: Delivery, run: JobRun | None, error: BaseException | None) -> bool:
         """Apply :func:`verdict` to a delivery: the only place a job is acked or nacked."""
@@ -418,9 +454,6 @@ class Executor:
     async def _run(self, language: Language, job: Job, run: JobRun, sandbox: Sandbox) -> dict[str, Any]:
         """Drive the sandbox through the job; return the terminal state to publish."""
         pool = self.pools[language.key]
-        if self.settings.fault_crash_marker and self.settings.fault_crash_marker in job.source:
-            log.error("fault injection: executor crashing", extra={"job": job.id})
-            os._exit(86)
         files = [{"name": language.main_file(job.source), "content": job.source}]
         files += [{"name": f.name, "content": f.content} for f in job.files]
         run_time = job.limits.timeout_s
@@ -449,6 +482,13 @@ class Executor:
                 started = time.time()
                 self.metrics.queue_wait.labels(language.key).observe(max(0.0, started - job.created_at))
                 run.emit("started", {"attempt": run.attempt, "started_at": started})
+                if run.attempt > 1:
+                    # A redelivered run is counted (see _runs_spent) even if what it runs
+                    # kills this executor: its start is stored before the program begins.
+                    await run.confirm()
+                if self.settings.fault_crash_marker and self.settings.fault_crash_marker in job.source:
+                    log.error("fault injection: executor crashing", extra={"job": job.id})
+                    os._exit(86)
                 log.info("job started", extra={"job": job.id, "language": language.key, "attempt": run.attempt})
                 status, reusable = await self._drive(
                     sandbox, payload, deadline, run, result, stdout, stderr, judgement
@@ -535,11 +575,11 @@ class Executor:
         except MalformedJob:
             await delivery.ack()  # nothing to tell anyone about
             return
-        attempts = self.settings.delivery_limit + 1
         state = failed_state(
             job,
-            f"the job was attempted {attempts} times and the system failed to run it each time "
-            "(an executor, its sandbox, the Docker engine or RabbitMQ failed); it was not retried again",
+            f"the job was attempted {self.settings.return_limit + 1} times and no executor could finish it "
+            "(RabbitMQ handed it out that often: executors failed or lost their connection); "
+            "it was not retried again",
         )
         run = JobRun(self.broker, job, 0)
         try:
