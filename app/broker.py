@@ -1,7 +1,7 @@
 """RabbitMQ through aio-pika: the only path between gateways and executors.
 
 Topology (declared identically by every process, so any may start first):
-- ``<prefix>.jobs.<language>``: a durable quorum queue per language, with a delivery limit,
+- ``<prefix>.jobs.<language>``: a durable quorum queue per language, with a return limit,
   a length limit that refuses publishes when full (the gateway answers 503), and
   at-least-once dead-lettering to ``<prefix>.jobs.dead``.
 - ``<prefix>.events``: a stream (a replayable log) holding every job's events; gateways read
@@ -20,19 +20,18 @@ With ``RUNBOX_AMQP_QUORUM_SIZE`` set (3 on a three-node cluster) every queue and
 are replicated across that many nodes, and ``RUNBOX_AMQP_URL`` lists every node (see
 :mod:`app.amqp` for the failover).
 
-The executor never sees an aio-pika object: a delivery reaches it as a :class:`Delivery`
-(the raw job, its attempt number, and ack / requeue / reject), as Dramatiq's worker gets a
-message proxy.
+The executor never sees an aio-pika object: a delivery reaches it as a
+:class:`~app.deliveries.Delivery` (the raw job, its attempt number, and ack / requeue /
+reject), as Dramatiq's worker gets a message proxy. The event stream is read through
+:class:`~app.stream.StreamReader`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -44,8 +43,9 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from app.amqp import QueueProbe, QueueStats, connect_plain, connect_robust
+from app.amqp import QueueProbe, QueueStats, connect_robust
 from app.config import Settings
+from app.deliveries import Consumer, DeliveryHandler, adapt
 from app.languages import Registry
 from app.messages import Event, Job
 from app.metrics import Metrics
@@ -65,13 +65,7 @@ class NotRouted(RuntimeError):
     """No queue is bound for the message's routing key (an interactive job not running here)."""
 
 
-class MalformedJob(ValueError):
-    """A delivery on a job queue that is not a job runbox can read."""
-
-
-__all__ = [
-    "Broker", "BrokerUnavailable", "Delivery", "MalformedJob", "NotRouted", "QueueFull", "QueueStats", "StreamReader",
-]
+__all__ = ["Broker", "BrokerUnavailable", "NotRouted", "QueueFull", "QueueStats"]
 
 
 class Names:
@@ -456,7 +450,7 @@ class Broker:
     async def consume_jobs(self, language: str, prefetch: int, handler: DeliveryHandler) -> Consumer:
         """Hand each job of ``language`` to ``handler`` as a :class:`Delivery`; at most ``prefetch`` unsettled."""
         return await self._consume(
-            self.names.jobs(language), prefetch, _adapt(handler), lambda ch: self._declare_jobs_on(ch, language)
+            self.names.jobs(language), prefetch, adapt(handler), lambda ch: self._declare_jobs_on(ch, language)
         )
 
     async def consume_dead(self, handler: DeliveryHandler) -> Consumer:
@@ -465,196 +459,4 @@ class Broker:
         async def declare(ch: AbstractChannel) -> AbstractQueue:
             return await ch.declare_queue(self.names.dead, durable=True, arguments=self.quorum_arguments())
 
-        return await self._consume(self.names.dead, 4, _adapt(handler), declare)
-
-
-@dataclass
-class Consumer:
-    channel: AbstractChannel
-    queue: AbstractQueue
-    tag: str
-    name: str
-
-    async def cancel(self) -> None:
-        """Stop new deliveries; deliveries already handed out can still be acked."""
-        with contextlib.suppress(Exception):
-            await self.queue.cancel(self.tag)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.channel.close()
-
-
-class Delivery:
-    """One delivery of a job: its body, its attempt number and the three ways to settle it.
-
-    Settling never raises: when the channel the delivery came on is gone (a reconnection),
-    RabbitMQ has already put the job back, and the failed settle is only logged. This is the
-    executor's whole view of RabbitMQ; tests build it around a fake settle function.
-    """
-
-    def __init__(
-        self,
-        body: bytes,
-        attempt: int,
-        settle: Callable[[str], Awaitable[None]],
-        live: Callable[[], bool] = lambda: True,
-    ) -> None:
-        self.body = body
-        self.attempt = attempt
-        self._settle = settle
-        self._live = live
-        self.settled = ""
-
-    def live(self) -> bool:
-        """Whether the channel it came on is still open, so the job is still this consumer's.
-
-        Once that channel closed, RabbitMQ has put the job back and may already have handed
-        it to another executor: running it here too would run it twice.
-        """
-        return self._live()
-
-    def job(self) -> Job:
-        """The decoded job; :class:`MalformedJob` when the body is not one."""
-        try:
-            return Job.decode(self.body)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MalformedJob(f"not a job: {exc!r}") from exc
-
-    async def ack(self) -> bool:
-        """Done with: RabbitMQ forgets the job."""
-        return await self._do("ack")
-
-    async def requeue(self) -> bool:
-        """Back to its queue for another attempt (counted towards the delivery limit)."""
-        return await self._do("requeue")
-
-    async def reject(self) -> bool:
-        """Never again: straight to the dead-letter queue."""
-        return await self._do("reject")
-
-    async def _do(self, how: str) -> bool:
-        if self.settled:
-            return False
-        self.settled = how
-        try:
-            await self._settle(how)
-        except Exception as exc:  # the channel is gone; RabbitMQ redelivers what stays unacked
-            log.warning("could not settle a delivery; RabbitMQ will redeliver it",
-                        extra={"how": how, "error": repr(exc)})
-            return False
-        return True
-
-
-DeliveryHandler = Callable[[Delivery], Awaitable[None]]
-
-
-def _adapt(handler: DeliveryHandler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
-    """Wrap an aio-pika message into a :class:`Delivery` for ``handler``."""
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        async def settle(how: str) -> None:
-            if how == "ack":
-                await message.ack()
-            else:
-                await message.nack(requeue=how == "requeue")
-
-        def live() -> bool:
-            try:
-                return not message.channel.is_closed
-            except aio_pika.exceptions.ChannelInvalidStateError:  # raised once the channel closed
-                return False
-
-        await handler(Delivery(message.body, delivery_attempt(message), settle, live))
-
-    return on_message
-
-
-def delivery_attempt(message: AbstractIncomingMessage) -> int:
-    """1 for a first delivery; quorum queues count earlier ones in ``x-delivery-count``.
-
-    A message returned because its consumer's node was lost comes back *redelivered* but not
-    counted; numbered 2 all the same, so its events do not collide with the first run's (a
-    run's events are told apart by attempt and position). A second, uncounted return after a
-    counted one still reuses a number: the event stream then shows both runs' output.
-    """
-    try:
-        count = int(str((message.headers or {}).get("x-delivery-count", 0)))
-    except (TypeError, ValueError):
-        count = 0
-    if count == 0 and message.redelivered:
-        return 2
-    return count + 1
-
-
-class StreamReader:
-    """Reads the event stream from a point in time on a plain connection of its own.
-
-    Stream consumers are managed here rather than by ``connect_robust``, because a restored
-    consumer would restart at its original offset; after a reconnect this one resumes right
-    after the last offset it saw.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.names = Names(settings.amqp_prefix)
-
-    async def read(
-        self,
-        start: dt.datetime | int | str,
-        prefetch: int = 500,
-        resume: bool = True,
-        connection: aio_pika.abc.AbstractConnection | None = None,
-    ) -> AsyncIterator[tuple[int, Event]]:
-        """Yield (offset, event) from ``start`` onwards, forever; reconnects when ``resume``.
-
-        With ``connection`` (shared by the caller, never closed here), the read uses a
-        channel of its own on it instead of a connection of its own.
-        """
-        offset: dt.datetime | int | str = start
-        delay = 0.2
-        shared = connection
-        while True:
-            connection = shared
-            channel: aio_pika.abc.AbstractChannel | None = None
-            try:
-                if connection is None:
-                    connection = await connect_plain(self.settings.amqp_urls, name="runbox-events", timeout=5)
-                channel = await connection.channel()
-                await channel.set_qos(prefetch_count=prefetch)
-                queue = await channel.declare_queue(self.names.events, passive=True)
-                async with queue.iterator(arguments={"x-stream-offset": offset}) as it:
-                    delay = 0.2
-                    unacked = 0
-                    async for message in it:
-                        position = int(str((message.headers or {}).get("x-stream-offset", 0)))
-                        # On a stream an ack only returns consumer credit (nothing is removed or
-                        # redelivered), so one ack for every quarter of the prefetch keeps the
-                        # credit flowing at a fraction of the frames of one ack per message.
-                        unacked += 1
-                        if unacked >= max(1, prefetch // 4):
-                            await message.ack(multiple=True)
-                            unacked = 0
-                        offset = position + 1
-                        try:
-                            events = Event.decode_many(message.body)
-                        except (ValueError, TypeError, KeyError):
-                            log.warning("undecodable event skipped", extra={"offset": position})
-                            continue
-                        for event in events:
-                            yield position, event
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not resume:
-                    raise BrokerUnavailable(f"event stream lost: {exc!r}") from exc
-                log.warning("event stream reader lost its connection", extra={"error": repr(exc), "in_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                if shared is not None and channel is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(channel.close())
-                elif shared is None and connection is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(connection.close())
+        return await self._consume(self.names.dead, 4, adapt(handler), declare)

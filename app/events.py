@@ -23,10 +23,11 @@ from typing import Any
 import aio_pika
 
 from app.amqp import connect_plain
-from app.broker import Broker, BrokerUnavailable, StreamReader
+from app.broker import Broker, BrokerUnavailable
 from app.config import Settings
 from app.messages import DISCARDED, EVENT_NAMES, MARKER, Event, JobState, job_id_time, job_id_valid
 from app.metrics import Metrics
+from app.stream import StreamReader
 
 log = logging.getLogger(__name__)
 

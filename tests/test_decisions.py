@@ -24,8 +24,9 @@ from aio_pika.robust_connection import RobustConnection
 
 from app.__main__ import listen
 from app.amqp import FailoverConnection
-from app.broker import BrokerUnavailable, Delivery
+from app.broker import BrokerUnavailable
 from app.config import Settings
+from app.deliveries import Delivery
 from app.executor.engine import EngineWatch, engine_problem
 from app.executor.pool import RETRY_MAX_S, retry_delay
 from app.executor.sandbox import SandboxError
@@ -173,7 +174,7 @@ def handle(executor: Executor, fake: FakeDelivery) -> None:
 
 def test_verdicts() -> None:
     assert verdict(None) is Verdict.ACK
-    from app.broker import MalformedJob
+    from app.deliveries import MalformedJob
 
     assert verdict(MalformedJob("x")) is Verdict.REJECT
     for error in EVERY_FAILURE:
@@ -466,7 +467,7 @@ def test_a_taken_port_exits_at_once_naming_it() -> None:
 def test_delivery_attempts_from_rabbitmq_counts() -> None:
     from types import SimpleNamespace
 
-    from app.broker import delivery_attempt
+    from app.deliveries import delivery_attempt
 
     def attempt(count: object, redelivered: bool) -> int:
         return delivery_attempt(SimpleNamespace(headers={"x-delivery-count": count}, redelivered=redelivered))  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from app import seccomp
 from app.config import ConfigError, Settings, hash_key
 from app.events import JobRecord
 from app.executor.sandbox import GVISOR_COVERS, MASKED_PATHS, Uids, agent_job, container_options
-from app.executor.scheduler import FairSlots
+from app.executor.slots import FairSlots
 from app.languages import LimitError, Limits, Registry
 from app.messages import Event, JobState, job_id_time, job_id_valid, new_job_id
 
@@ -197,7 +197,7 @@ def test_a_gateway_sheds_submissions_beyond_its_bound_with_503_and_retry_after()
 
 
 def test_a_short_jobs_events_go_out_as_one_message_and_read_back_in_order() -> None:
-    from app.executor.scheduler import JobRun
+    from app.executor.jobrun import JobRun
     from app.messages import Job
 
     class Recorder:

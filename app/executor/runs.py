@@ -16,8 +16,9 @@ import datetime as dt
 import logging
 import secrets
 
-from app.broker import Broker, StreamReader
+from app.broker import Broker
 from app.messages import MARKER, Event
+from app.stream import StreamReader
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ even begin, and :meth:`Executor._dead_letter` ends it ``failed``. A delivery
 that is not a job is rejected straight to the dead letters. A program's own crash is a
 result, never retried. A delivery whose channel closed before its run began is no longer
 this executor's (RabbitMQ has put it back) and is neither run nor settled here. The broker
-hands over a :class:`~app.broker.Delivery`; no aio-pika type appears here.
+hands over a :class:`~app.deliveries.Delivery`; no aio-pika type appears here.
 """
 
 from __future__ import annotations
@@ -27,26 +27,28 @@ import enum
 import logging
 import os
 import time
-from collections import OrderedDict, deque
 from typing import Any
 
 import aiormq
 import docker
 from aio_pika.exceptions import AMQPException
 
-from app.broker import Broker, BrokerUnavailable, Consumer, Delivery, MalformedJob, StreamReader
-from app.callbacks import CallbackTask
+from app.broker import Broker, BrokerUnavailable
 from app.config import Settings
+from app.deliveries import Consumer, Delivery, MalformedJob
 from app.executor.engine import ENGINE_ERRORS, EngineWatch, remove_orphans
+from app.executor.jobrun import JobRun
 from app.executor.pool import Budget, Pool
 from app.executor.runs import runs_begun
 from app.executor.sandbox import Sandbox, SandboxError, Uids, agent_job
+from app.executor.slots import FairSlots
 from app.interactive import StdinRouter
 from app.judging import Judgement
 from app.languages import Language, Registry
-from app.messages import Event, Job, failed_state, terminal_state
+from app.messages import Job, failed_state, terminal_state
 from app.metrics import Metrics
 from app.result import Result
+from app.stream import StreamReader
 
 log = logging.getLogger(__name__)
 
@@ -58,47 +60,6 @@ DEADLINE_SLACK_S = 10.0
 BROKER_WAIT_S = 30.0
 RUNS_COUNT_TIMEOUT_S = 20.0
 CASE_SLACK_S = 3.0  # per judged case: the agent's kill grace and reaping, beyond the case's own limit
-
-
-class FairSlots:
-    """A counting semaphore that serves waiting languages in rotation."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
-
-    async def acquire(self, language: str) -> None:
-        if self.used < self.capacity and not self._waiting:
-            self.used += 1
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(language, deque()).append(future)
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.release()
-            else:
-                queue = self._waiting.get(language)
-                if queue is not None and future in queue:
-                    queue.remove(future)
-                    if not queue:
-                        del self._waiting[language]
-            raise
-
-    def release(self) -> None:
-        while self._waiting:
-            language, queue = next(iter(self._waiting.items()))
-            future = queue.popleft()
-            # Rotate: the language just served goes to the back of the line.
-            del self._waiting[language]
-            if queue:
-                self._waiting[language] = queue
-            if not future.done():
-                future.set_result(None)
-                return
-        self.used -= 1
 
 
 class StaleDelivery(RuntimeError):
@@ -150,79 +111,6 @@ def verdict(error: BaseException | None) -> Verdict:
     if isinstance(error, StaleDelivery):
         return Verdict.FORGET
     return Verdict.REQUEUE
-
-
-class JobRun:
-    """Publishes one attempt's events in order, confirming them together before the result.
-
-    Events are gathered for up to ``linger_s`` and published together as one message: a
-    short job's ``started``, output and ``result`` then cost one publish and one confirm
-    instead of one each, while a long job's output still streams every ``linger_s``.
-    """
-
-    def __init__(self, broker: Broker, job: Job, attempt: int, linger_s: float = 0.0) -> None:
-        self.broker = broker
-        self.job = job
-        self.attempt = attempt
-        self.linger_s = linger_s
-        self.n = 0
-        self._pending: list[asyncio.Task[None]] = []
-        self._batch: list[Event] = []
-        self._timer: asyncio.TimerHandle | None = None
-
-    def emit(self, name: str, data: dict[str, Any]) -> None:
-        """Publish without waiting; order holds on the channel and errors surface in :meth:`finish`."""
-        self.n += 1
-        self._batch.append(Event(job=self.job.id, name=name, data=data, attempt=self.attempt, n=self.n))
-        if self.linger_s <= 0:
-            self._flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush)
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self._pending.append(asyncio.create_task(self.broker.publish_events(batch)))
-
-    async def finish(self, state: dict[str, Any]) -> None:
-        """Publish the terminal event (and the job's callback task) once every earlier event is confirmed.
-
-        The result waits for the earlier confirms: across a reconnection (a RabbitMQ node
-        lost) an earlier event can be lost while a later publish, on the new connection,
-        succeeds; a result stored without its output would end the job for every client with
-        that output missing. Seen in tests/test_cluster.py before this wait.
-        """
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        await asyncio.gather(*self._pending)
-        self.n += 1
-        self._batch.append(Event(job=self.job.id, name="result", data=state, attempt=self.attempt, n=self.n))
-        # Events still gathered go out in the result's own message: stored together or not at all.
-        batch, self._batch = self._batch, []
-        await asyncio.gather(self.broker.publish_events(batch), publish_callback(self.broker, self.job))
-
-    async def confirm(self) -> None:
-        """Publish what is gathered now and wait until RabbitMQ confirmed every event so far."""
-        self._flush()
-        await asyncio.gather(*self._pending)
-
-    def abandon(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._batch = []
-        for task in self._pending:
-            task.cancel()
-
-
-async def publish_callback(broker: Broker, job: Job) -> None:
-    """Queue the job's callback, if it asked for one, for a gateway to deliver."""
-    if job.callback_url:
-        await broker.publish_callback(CallbackTask.for_job(job).encode())
 
 
 class Executor:
