@@ -1,4 +1,4 @@
-"""Input for interactive jobs, from any gateway to the executor running the job, over RabbitMQ.
+"""Live input for interactive jobs, from any gateway to the executor running the job, over RabbitMQ.
 
 An executor binds the id of each interactive job it runs to an exclusive queue of its own on
 the ``<prefix>.stdin`` direct exchange before the job's ``started`` event goes out, and unbinds
@@ -7,6 +7,10 @@ RabbitMQ returns a message nobody is bound for (the job is not running: 409), an
 the executor answers once the input is handed to the sandbox, or why it refused it (over the
 job's input rate or total). The executor is the one place that sees all of a job's input
 whichever gateways it came through, so it enforces the bounds.
+
+Live input is stdin (``{"data", "eof"}``) or a signal for the running program
+(``{"signal": <number>}``, Piston's WebSocket ``signal`` message): both travel the same way
+and in the same order, so a signal sent after a line of input reaches the program after it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import json
 import logging
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -53,12 +58,19 @@ class StdinReply:
 
 
 NOT_RUNNING = StdinReply(409, "not_running", "The job is not interactive, or it is not running (any more).")
+# What a signal costs against the job's input rate: a flood of signals is bounded like input.
+SIGNAL_COST_BYTES = 64
+# Signals a program may be sent. SIGKILL and SIGSTOP included: they reach only the job's own
+# processes, which the job could signal itself; the agent is never among them.
+DELIVERABLE_SIGNALS = frozenset(int(s) for s in signal.valid_signals() if 0 < int(s) < signal.SIGRTMIN)
 
 
 class InputSink(Protocol):
     """Where a running job's input goes (a sandbox)."""
 
     async def send_stdin(self, job_id: str, data: str, eof: bool) -> None: ...
+
+    async def send_signal(self, job_id: str, signum: int) -> None: ...
 
 
 @dataclass
@@ -133,6 +145,8 @@ class StdinRouter:
             return NOT_RUNNING
         try:
             request = json.loads(body)
+            if "signal" in request:
+                return await self._deliver_signal(job_id, session, request["signal"])
             data, eof = str(request["data"]), bool(request["eof"])
         except (ValueError, KeyError, TypeError):
             return StdinReply(400, "invalid_stdin", "The input message is malformed.")
@@ -166,6 +180,23 @@ class StdinRouter:
                 return NOT_RUNNING
         return StdinReply(202)
 
+    async def _deliver_signal(self, job_id: str, session: Session, signum: object) -> StdinReply:
+        """Hand a signal to the sandbox for the job's running step, after the input sent before it."""
+        if type(signum) is not int or signum not in DELIVERABLE_SIGNALS:
+            return StdinReply(400, "invalid_signal", f"{signum!r} is not a signal a program can be sent.")
+        decision = session.bucket.take(time.monotonic(), SIGNAL_COST_BYTES)
+        if not decision.allowed:
+            return StdinReply(
+                429, "stdin_rate_limited", "Signals count against the job's input rate; slow down.",
+                decision.retry_after_s,
+            )
+        async with session.lock:
+            try:
+                await session.sandbox.send_signal(job_id, signum)
+            except SandboxError:
+                return NOT_RUNNING
+        return StdinReply(202)
+
 
 class StdinRelay:
     """Gateway side: publish input for a job and wait for the executor's answer."""
@@ -191,13 +222,21 @@ class StdinRelay:
             waiter.set_exception(BrokerUnavailable(f"undecodable answer from the executor: {exc!r}"))
 
     async def send(self, job_id: str, data: str, eof: bool) -> StdinReply:
-        """The executor's answer; ``NOT_RUNNING`` when no executor runs the job."""
+        """Input for the job's stdin: the executor's answer; ``NOT_RUNNING`` when no executor runs it."""
+        return await self._request(job_id, {"data": data, "eof": eof})
+
+    async def signal(self, job_id: str, signum: int) -> StdinReply:
+        """A signal for the job's running program, answered like input."""
+        return await self._request(job_id, {"signal": signum})
+
+    async def _request(self, job_id: str, request: dict[str, object]) -> StdinReply:
+        """Publish one piece of live input and wait for the executor's answer."""
         if self._queue is None:
             raise BrokerUnavailable("the stdin relay is not connected yet")
         correlation = secrets.token_hex(8)
         waiter: asyncio.Future[StdinReply] = asyncio.get_running_loop().create_future()
         self._waiters[correlation] = waiter
-        body = json.dumps({"data": data, "eof": eof}).encode()
+        body = json.dumps(request).encode()
         try:
             try:
                 await self.broker.publish_stdin(job_id, body, self._queue.name, correlation)

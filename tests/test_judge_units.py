@@ -134,10 +134,15 @@ async def test_a_name_resolving_to_a_private_address_at_delivery_is_refused(monk
 class Sink:
     def __init__(self) -> None:
         self.received: list[tuple[str, bool]] = []
+        self.signals: list[int] = []
 
     async def send_stdin(self, job_id: str, data: str, eof: bool) -> None:
         assert job_id == "j"
         self.received.append((data, eof))
+
+    async def send_signal(self, job_id: str, signum: int) -> None:
+        assert job_id == "j"
+        self.signals.append(signum)
 
 
 async def test_interactive_input_bounds_and_order() -> None:
@@ -161,3 +166,24 @@ async def test_interactive_input_bounds_and_order() -> None:
     assert (await router.deliver("j", body("c", eof=True))).status == 202
     assert (await router.deliver("j", body("d"))).code == "stdin_closed"
     assert sink.received == [("a" * 600, False), ("c", True)]
+
+
+async def test_signals_travel_with_the_input_and_are_checked_there() -> None:
+    router = StdinRouter(Settings(stdin_max_kb=2, stdin_rate_kb_s=1), broker=None)  # type: ignore[arg-type]
+    sink = Sink()
+    from app.interactive import Session
+    from app.ratelimit import TokenBucket
+
+    # A bucket that barely refills, so the burst below is refused however slowly the test runs.
+    router.sessions["j"] = Session(sink, TokenBucket(1, 1024, asyncio.get_running_loop().time()))
+    assert (await router.deliver("j", json.dumps({"data": "", "eof": True}).encode())).status == 202
+    # A closed stdin does not stop signals: a program may ignore its input and run on.
+    assert (await router.deliver("j", json.dumps({"signal": 15}).encode())).status == 202
+    for bad in (0, 99, 34, "15", True, 15.0, None):
+        reply = await router.deliver("j", json.dumps({"signal": bad}).encode())
+        assert (reply.status, reply.code) == (400, "invalid_signal"), bad
+    assert (await router.deliver("other", json.dumps({"signal": 9}).encode())).status == 409
+    for _ in range(15):  # 64 bytes each against a 1 KiB bucket: the 17th is refused
+        await router.deliver("j", json.dumps({"signal": 10}).encode())
+    assert (await router.deliver("j", json.dumps({"signal": 10}).encode())).status == 429
+    assert sink.signals[:2] == [15, 10] and len(sink.signals) == 16

@@ -6,12 +6,15 @@ gateway, followed and fed input through the other, so nothing depends on one pro
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
 
+from tests.piston_ws import closed_with, output_until, receive, ws_url
 from tests.runbox_client import Client, Service, SseEvent
 
 LANGUAGES = "python,c,bash"
@@ -282,3 +285,45 @@ def test_parallel_interactive_jobs_get_their_own_input(clients: tuple[Client, Cl
     for t in threads:
         t.join(60)
     assert results == {"ab": "abab", "cd": "cdcd", "ef": "efef", "gh": "ghgh"}
+
+
+# A program that handles SIGUSR1, echoes its input, and ends only when something signals it.
+TRAPS = """import signal, sys
+signal.signal(signal.SIGUSR1, lambda *_: print("got SIGUSR1", flush=True))
+print("ready", flush=True)
+for line in sys.stdin:
+    print("echo:" + line, end="", flush=True)
+print("stdin closed", flush=True)
+signal.pause()
+"""
+
+
+def test_piston_signals_reach_the_running_program(stack: tuple[Service, Service]) -> None:
+    """Piston's ``signal`` message travels gateway -> RabbitMQ -> executor -> agent to the program."""
+    init = {"type": "init", "language": "python", "version": "*", "files": [{"content": TRAPS}]}
+    with ws_connect(ws_url(stack[1])) as ws:
+        ws.send(json.dumps(init))
+        assert receive(ws)["type"] == "runtime"
+        assert receive(ws) == {"type": "stage", "stage": "run"}
+        output_until(ws, "ready\n")
+        ws.send(json.dumps({"type": "signal", "signal": "SIGUSR1"}))  # handled: the program goes on
+        output_until(ws, "got SIGUSR1\n")
+        ws.send(json.dumps({"type": "data", "stream": "stdin", "data": "after\n"}))
+        output_until(ws, "echo:after\n")
+        ws.send(json.dumps({"type": "signal", "signal": "SIGTERM"}))  # not handled: it ends the program
+        code, rest = closed_with(ws)
+    assert (code, rest) == (4999, [{"type": "exit", "stage": "run", "code": None, "signal": "SIGTERM"}])
+
+
+def test_piston_sigkill_ends_a_compiled_program_blocked_in_pause(stack: tuple[Service, Service]) -> None:
+    source = "#include <stdio.h>\n#include <unistd.h>\n" \
+        "int main(void) { puts(\"up\"); fflush(stdout); for (;;) pause(); }\n"
+    init = {"type": "init", "language": "c", "version": "*", "files": [{"content": source}]}
+    with ws_connect(ws_url(stack[0])) as ws:
+        ws.send(json.dumps(init))
+        assert receive(ws)["type"] == "runtime"
+        assert [receive(ws)["type"] for _ in range(3)] == ["stage", "exit", "stage"]  # compile, then run
+        output_until(ws, "up\n")
+        ws.send(json.dumps({"type": "signal", "signal": "SIGKILL"}))
+        code, rest = closed_with(ws)
+    assert (code, rest) == (4999, [{"type": "exit", "stage": "run", "code": None, "signal": "SIGKILL"}])

@@ -224,7 +224,8 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
 
     With ``cases`` (each a stdin) the run step is repeated once per case within ``budget_s``
     and each run's output is returned rather than streamed; with ``interactive`` the run
-    step's stdin stays open for :meth:`Sandbox.send_stdin` until eof or ``idle_s`` of silence.
+    step's stdin stays open for :meth:`Sandbox.send_stdin` until eof or ``idle_s`` of silence,
+    and every step takes :meth:`Sandbox.send_signal`.
     """
     from app.languages import HARD_OUTPUT_FACTOR
 
@@ -263,6 +264,10 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
         steps[-1].update(stream=False, separate_stderr=True, cases=[{"stdin": c} for c in cases], budget_s=budget_s)
     elif interactive:
         steps[-1].update(interactive=True, idle_s=idle_s)
+        for step in steps[:-1]:
+            # A signal sent while the program compiles is for the compiler, as in Piston;
+            # the input sent meanwhile waits for the run step.
+            step["signals"] = True
     for step in steps:
         # The cgroup bounds job and agent together (and a compile-sized container lets a run
         # step use the compile budget): the agent measures every step, memory held in files
@@ -449,7 +454,15 @@ class Sandbox:
                 return
 
     async def send_stdin(self, job_id: str, data: str, eof: bool) -> None:
-        """Append to job ``job_id``'s stdin (the agent queues what the program has not read yet).
+        """Append to job ``job_id``'s stdin (the agent queues what the program has not read yet)."""
+        await self._control(job_id, {"t": "stdin", "d": data, "eof": eof})
+
+    async def send_signal(self, job_id: str, signum: int) -> None:
+        """Signal job ``job_id``'s running step: the agent delivers it to that step's process group."""
+        await self._control(job_id, {"t": "signal", "n": signum})
+
+    async def _control(self, job_id: str, message: dict[str, Any]) -> None:
+        """Write one live-input message for the job to the agent's control channel.
 
         Input that arrives a moment before the job itself is written waits for it; input for a
         job that has ended is refused, so it can never reach the next job in this container.
@@ -462,7 +475,7 @@ class Sandbox:
             raise SandboxError("the job is not running in this sandbox")
         if self._writer is None or self._writer.is_closing():
             raise SandboxError("the sandbox is gone")
-        line = json.dumps({"t": "stdin", "d": data, "eof": eof}, separators=(",", ":"))
+        line = json.dumps(message, separators=(",", ":"))
         self._writer.write(line.encode() + b"\n")
         try:
             await self._writer.drain()

@@ -2,19 +2,26 @@
 
 The protocol is Piston's. The client sends ``{"type": "init", ...}`` (the body of
 ``/api/v2/execute``) within a second, then ``{"type": "data", "stream": "stdin", "data": ...}``
-as often as it likes. The server answers ``runtime`` (the language and version chosen), a
+as often as it likes, and ``{"type": "signal", "signal": "SIGTERM"}`` to signal the running
+stage's program. The server answers ``runtime`` (the language and version chosen), a
 ``stage`` message as the compile and run stages start, ``data`` messages with the program's
 stdout and stderr as it writes them, and an ``exit`` message per stage; then it closes with
 4999 "Job Completed". A refusal is an ``error`` message followed by close 4002; protocol
 misuse closes with Piston's codes (4000 already initialised, 4001 no init within a second,
-4003 input before init, 4004 input to anything but stdin, 4005 an unknown signal).
+4003 input before init, 4004 input to anything but stdin, 4005 a signal Piston does not know,
+after an ``error`` message saying which).
 
 Underneath it is an ordinary interactive job through the one admission path: the input
 travels over RabbitMQ to the executor running it, and the messages come from the job's
-events, whichever gateway the job's executor reports to. Known differences from Piston:
-the compiler's output is one ``data`` message on stderr once the compile step ends; and a
-``signal`` message cannot reach the program (runbox has no way to signal a running job), so
-a valid signal is answered with an ``error`` message and the session goes on.
+events, whichever gateway the job's executor reports to. A signal takes the input's way
+(after the input sent before it) and the agent in the sandbox sends it to the running step's
+process group; a stage it ends has that signal in its ``exit`` message. Known differences
+from Piston: the compiler's output is one ``data`` message on stderr once the compile step
+ends; Piston signals only its stage's first process, runbox the stage's process group (as a
+terminal's Ctrl-C does); the four names on Piston's list that Linux lacks (SIGEMT, SIGINFO,
+SIGLOST, SIGUNUSED) are an ``error`` message and close 4002, as Piston's own attempt to send
+them fails; and a session that closes before its job ends (the client went away, or broke the
+protocol) ends the job with SIGKILL, where Piston lets it run to its time limit.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import json
 import signal
 from typing import Any
 
-from quart import Blueprint, websocket
+from quart import Blueprint, current_app, websocket
 
 from app.gateway import gateway
 from app.gateway.output import compile_failed
@@ -39,16 +46,37 @@ from app.web.errors import ApiError
 bp = Blueprint("compat_piston_ws", __name__, url_prefix="/api/v2")
 
 INIT_TIMEOUT_S = 1.0  # Piston closes a socket that has not sent ``init`` within a second
-SIGNALS = frozenset(sig.name for sig in signal.Signals)
+# The names Piston's ``signal`` message accepts (its own list, from signal(7)); any other is
+# closed with 4005. Four of them name no Linux signal.
+PISTON_SIGNALS = frozenset((
+    "SIGABRT", "SIGALRM", "SIGBUS", "SIGCHLD", "SIGCLD", "SIGCONT", "SIGEMT", "SIGFPE", "SIGHUP",
+    "SIGILL", "SIGINFO", "SIGINT", "SIGIO", "SIGIOT", "SIGKILL", "SIGLOST", "SIGPIPE", "SIGPOLL",
+    "SIGPROF", "SIGPWR", "SIGQUIT", "SIGSEGV", "SIGSTKFLT", "SIGSTOP", "SIGTSTP", "SIGSYS",
+    "SIGTERM", "SIGTRAP", "SIGTTIN", "SIGTTOU", "SIGUNUSED", "SIGURG", "SIGUSR1", "SIGUSR2",
+    "SIGVTALRM", "SIGXCPU", "SIGXFSZ", "SIGWINCH",
+))
 
 
 class Close(Exception):
-    """End the session with a WebSocket close code and reason (Piston's)."""
+    """End the session with a WebSocket close code and reason (Piston's), after ``message`` if any."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, message: str = "") -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.message = message
+
+
+def signal_number(message: dict[str, Any]) -> int:
+    """The Linux number of a ``signal`` message's signal: the one place its name is checked."""
+    name = message.get("signal")
+    if not isinstance(name, str) or name not in PISTON_SIGNALS:
+        known = ", ".join(sorted(PISTON_SIGNALS))
+        raise Close(4005, "Invalid signal", f"{json.dumps(name)[:40]} is not a signal; send one of {known}.")
+    number = signal.Signals.__members__.get(name)
+    if number is None:
+        raise ApiError(400, "invalid_signal", f"{name} is not a signal on Linux, where this runs.")
+    return int(number)
 
 
 async def send(kind: str, **fields: Any) -> None:
@@ -125,7 +153,7 @@ async def relay_output(gw: Gateway, job: Job, language: Language) -> None:
 
 
 async def relay_input(gw: Gateway, job: Job) -> None:
-    """Client messages after ``init``: stdin to the job; misuse closes the socket."""
+    """Client messages after ``init``: stdin and signals to the job; misuse closes the socket."""
     while True:
         message = parse(await websocket.receive())
         kind = message.get("type")
@@ -138,13 +166,13 @@ async def relay_input(gw: Gateway, job: Job) -> None:
             if not isinstance(data, str):
                 raise ApiError(400, "invalid_stdin", "data must be a string")
             reply = await gw.send_stdin(await gw.lookup(job.id), data, False)
-            # Input racing the program's end is dropped: the exit message is on its way.
-            if reply.status != 202 and reply.code != "not_running":
-                raise ApiError(reply.status, reply.code, reply.message)
         elif kind == "signal":
-            if message.get("signal") not in SIGNALS:
-                raise Close(4005, "Invalid signal")
-            await send("error", message="runbox cannot signal a running program; the signal was not delivered")
+            reply = await gw.send_signal(await gw.lookup(job.id), signal_number(message))
+        else:
+            continue  # Piston ignores messages of other types
+        # Input racing the program's end is dropped: the exit message is on its way.
+        if reply.status != 202 and reply.code != "not_running":
+            raise ApiError(reply.status, reply.code, reply.message)
 
 
 async def session(gw: Gateway) -> None:
@@ -162,11 +190,23 @@ async def session(gw: Gateway) -> None:
         for task in done:
             task.result()  # a Close or ApiError from either side ends the session
     finally:
+        ended = output.done() and not output.cancelled() and output.exception() is None
         for task in (output, incoming):
             task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(output, incoming, return_exceptions=True)
+        if not ended:
+            # Nobody can feed or read the job once its socket is gone: end it now rather than
+            # let it hold a sandbox (and its client's job quota) until its idle or time limit.
+            # In the background, so the close is not delayed by a job still waiting to start.
+            current_app.add_background_task(kill, gw, job.id)
     raise Close(4999, "Job Completed")
+
+
+async def kill(gw: Gateway, job_id: str) -> None:
+    """SIGKILL for an abandoned session's job; one that already ended is left alone."""
+    with contextlib.suppress(Exception):
+        await gw.send_signal(await gw.lookup(job_id), int(signal.SIGKILL))
 
 
 @bp.websocket("/connect")
@@ -183,4 +223,6 @@ async def connect() -> None:
         await send("error", message=exc.message)
         await websocket.close(4002, "Notified Error")
     except Close as close:
+        if close.message:
+            await send("error", message=close.message)
         await websocket.close(close.code, close.reason)

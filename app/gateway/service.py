@@ -113,6 +113,16 @@ class Gateway:
 
     async def send_stdin(self, record: JobRecord, data: str, eof: bool) -> StdinReply:
         """Relay input to the executor running the job; a job still queued is waited for a little."""
+        refusal = await self._started(record)
+        return refusal or await self.stdin.send(record.state.id, data, eof)
+
+    async def send_signal(self, record: JobRecord, signum: int) -> StdinReply:
+        """Relay a signal to the job's running program, on the same way and terms as its input."""
+        refusal = await self._started(record)
+        return refusal or await self.stdin.signal(record.state.id, signum)
+
+    async def _started(self, record: JobRecord) -> StdinReply | None:
+        """None once the interactive job runs; else why it takes no input (a queued job is waited for)."""
         state = record.state
         if not state.interactive:
             return StdinReply(409, "not_interactive", "The job was not submitted with 'interactive': true.")
@@ -126,4 +136,4 @@ class Gateway:
             return StdinReply(409, "not_running", f"The job has ended ({state.status}); it takes no more input.")
         if state.status == "queued":
             return StdinReply(409, "not_running", "The job has not started yet; send input once it has.")
-        return await self.stdin.send(state.id, data, eof)
+        return None

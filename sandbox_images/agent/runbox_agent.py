@@ -179,6 +179,9 @@ class Control:
     def __init__(self) -> None:
         self.buf = bytearray()
         self.closed = False
+        # Messages taken out of order and put back: input sent while the compile step ran
+        # (which takes only signals) waits here for the run step.
+        self.held: list = []
 
     def fill(self) -> None:
         """Read what is available (the caller knows fd 0 is readable, or wants to block)."""
@@ -189,6 +192,8 @@ class Control:
 
     def pop(self):
         """The next complete message (a dict, or {} when undecodable), or None if none is whole yet."""
+        if self.held:
+            return self.held.pop(0)
         while True:
             end = self.buf.find(b"\n")
             if end < 0:
@@ -202,6 +207,10 @@ class Control:
             except ValueError:
                 return {}
             return message if isinstance(message, dict) else {}
+
+    def hold(self, messages: list) -> None:
+        """Put messages back, to be popped again first and in the same order."""
+        self.held = messages + self.held
 
     def wait(self):
         """Block until a whole message arrives; None when the channel has ended."""
@@ -306,12 +315,16 @@ def run_step(step: dict, env: dict) -> dict:
     ``stream`` sends output as it comes; otherwise it is returned (``output``, and ``errors``
     when ``separate_stderr`` keeps stderr apart, as a judged case does). ``interactive`` keeps
     the program's stdin open for ``stdin`` messages on the control channel until one says
-    ``eof``; with no input and no output for ``idle_s`` the step ends ``timed_out``.
+    ``eof``; with no input and no output for ``idle_s`` the step ends ``timed_out``. An
+    interactive step, and a step marked ``signals`` (an interactive job's compile step), take
+    ``signal`` messages too: the signal goes to the step's process group, as a terminal's
+    Ctrl-C does, and a step it ends is ``completed`` with that signal (never read as a limit).
     """
     limits = step["limits"]
     stream = bool(step.get("stream"))
     separate = stream or bool(step.get("separate_stderr"))
     interactive = bool(step.get("interactive"))
+    listens = interactive or bool(step.get("signals"))
     idle_s = float(step.get("idle_s") or 0)
     out_cap = int(step["output_bytes"])
     hard_cap = int(step["hard_output_bytes"])
@@ -323,6 +336,7 @@ def run_step(step: dict, env: dict) -> dict:
     eof = not interactive  # no more input will come once ``pending`` is written
     oom_before = cgroup_oom_kills()
     usage = {"cpu": 0.0, "rss": 0, "status": None}
+    delivered = set()  # signals sent to this step's processes on the client's behalf
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -366,20 +380,36 @@ def run_step(step: dict, env: dict) -> dict:
                 stdin.close()
                 stdin = None
 
+    def deliver_signal(number: object) -> None:
+        """Signal the step's process group, never anything once its main process is reaped."""
+        if not isinstance(number, int) or not 0 < number < signal.SIGRTMIN or usage["status"] is not None:
+            return
+        try:
+            os.killpg(proc.pid, number)
+            delivered.add(number)
+        except OSError:
+            pass
+
     def take_input() -> None:
-        """Queue the input messages the control channel holds (some may have come with the job)."""
+        """Act on the messages the control channel holds (some may have come with the job)."""
         nonlocal eof, last_activity
+        later = []
         while (message := CONTROL.pop()) is not None:
-            if message.get("t") != "stdin" or eof:
-                continue
-            pending.extend(str(message.get("d", "")).encode("utf-8", "surrogateescape"))
-            eof = bool(message.get("eof"))
-            last_activity = time.monotonic()
+            kind = message.get("t")
+            if kind == "signal":
+                deliver_signal(message.get("n"))
+            elif kind == "stdin" and not interactive:
+                later.append(message)  # for the run step, which has not started yet
+            elif kind == "stdin" and not eof:
+                pending.extend(str(message.get("d", "")).encode("utf-8", "surrogateescape"))
+                eof = bool(message.get("eof"))
+                last_activity = time.monotonic()
+        CONTROL.hold(later)
         pump_stdin()
 
     last_activity = started
     pump_stdin()
-    if interactive:
+    if listens:
         take_input()
         sel.register(0, selectors.EVENT_READ, CONTROL_KEY)
     killed_by = None
@@ -511,6 +541,8 @@ def run_step(step: dict, env: dict) -> dict:
         outcome, limit = "output_exceeded", "output"
     elif killed_by == "memory":
         outcome, limit = "memory_exceeded", "memory"
+    elif sig is not None and sig in delivered:
+        pass  # the client's signal ended it, whatever the signal is and however much it used
     elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and usage["cpu"] >= float(limits["cpu_time_s"])):
         outcome, limit = "timed_out", "cpu_time"
     elif (oom_after > oom_before >= 0) or (
@@ -749,8 +781,8 @@ def main() -> None:
     # here, before the line can run as a job or answer for the next one.
     expected = None
     while (job := CONTROL.wait()) is not None:
-        if job.get("t") == "stdin":
-            continue  # input for an interactive job that has just ended
+        if job.get("t") in ("stdin", "signal"):
+            continue  # live input for an interactive job that has just ended
         if "steps" not in job or (expected is not None and job.get("auth") != expected):
             os._exit(3)
         expected = job.get("next")
