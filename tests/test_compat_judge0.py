@@ -252,6 +252,43 @@ def test_additional_files_zip(http: httpx.Client) -> None:
     assert result["stdout"] == "from the zip\n"
 
 
+def zipped(*members: tuple[str | zipfile.ZipInfo, str]) -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members:
+            archive.writestr(name, content)
+    return b64(buffer.getvalue())
+
+
+def test_additional_files_zip_with_folders(http: httpx.Client) -> None:
+    files = zipped(("data/", ""), ("data/words.txt", "alpha beta\n"), ("./data/deeper/n.txt", "42\n"),
+                   ("lib/helper.py", "def shout(s):\n    return s.upper()\n"))
+    source = ("import os, sys\nsys.path.insert(0, 'lib')\nfrom helper import shout\n"
+              "print(shout(open('data/words.txt').read().strip()), open('data/deeper/n.txt').read().strip())\n"
+              "print(sorted(os.listdir('data')))")
+    result = submit_wait(http, {"language_id": PYTHON_ID, "source_code": source, "additional_files": files})
+    assert result["stdout"] == "ALPHA BETA 42\n['deeper', 'words.txt']\n", result
+
+
+def test_additional_files_zips_that_would_leave_the_working_directory_are_422(http: httpx.Client) -> None:
+    link = zipfile.ZipInfo("data/escape")
+    link.external_attr = (0o120777 << 16)  # a symbolic link, as zip -y stores one
+    for members, said in (
+        ((("../outside.txt", "x"),), "may not hold paths leaving the working directory ('../outside.txt')"),
+        ((("data/../../x", "x"),), "may not hold paths leaving the working directory"),
+        ((("/etc/evil", "x"),), "may not hold absolute paths ('/etc/evil')"),
+        (((link, "/etc/passwd"),), "may not hold symbolic links ('data/escape')"),
+        ((("a/b/c/d/e/f/g/h/i/j/deep.txt", "x"),), "in at most 8 folders"),
+        ((("data", "x"), ("data/x.txt", "y")), "would put a file inside another file"),
+        (tuple((f"d/{i}.txt", "x") for i in range(33)), "may hold at most 32 files, not 33"),
+        (tuple((f"d{i}/", "") for i in range(129)), "may hold at most 128 entries, not 129"),
+    ):
+        response = post(http, "/submissions", py(additional_files=zipped(*members)), wait="true")
+        assert response.status_code == 422, response.text
+        assert list(response.json()) == ["additional_files"], response.text
+        assert said in response.json()["additional_files"][0], response.text
+
+
 def test_redirect_stderr_to_stdout(http: httpx.Client) -> None:
     source = "import sys, time\nprint('a', flush=True)\ntime.sleep(0.3)\nprint('b', file=sys.stderr, flush=True)"
     result = submit_wait(

@@ -30,6 +30,7 @@ from app.web.errors import ApiError
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 MAX_FILES = 32
+MAX_FOLDER_DEPTH = 8  # folders a file may sit in, where a flavour allows folders (Judge0's zips)
 MAX_ARGS = 64
 MAX_ARG_BYTES = 32 * 1024  # one argument; Linux refuses more than 128 KiB at exec, and churns a container
 MAX_ARGS_BYTES = 128 * 1024  # all arguments together
@@ -59,6 +60,9 @@ class Draft:
     stack_kb: int = 0  # the run step's stack limit; 0 leaves the sandbox's default
     # Tighter compile-step limits (``timeout_s``, ``cpu_time_s``, ``memory_mb``), as requested.
     compile_limits: dict[str, Any] = field(default_factory=dict)
+    # Extra files may sit in folders ("data/in.txt"): Judge0's additional_files zips. The v1
+    # contract keeps plain names.
+    folders: bool = False
 
 
 def bad(code: str, message: str) -> ApiError:
@@ -133,20 +137,38 @@ class Validator:
             out[name] = float(math.ceil(value)) if name == "memory_mb" else float(value)
         return out
 
-    def files(self, raw: list[tuple[str, str]], language: Language, main_file: str = "") -> tuple[SourceFile, ...]:
-        """Extra files as (name, content) pairs: plain names, no duplicates, at most MAX_FILES."""
+    def files(
+        self, raw: list[tuple[str, str]], language: Language, main_file: str = "", folders: bool = False
+    ) -> tuple[SourceFile, ...]:
+        """Extra files as (name, content) pairs: plain names, no duplicates, at most MAX_FILES.
+
+        With ``folders`` a name may be a relative path whose every part is a plain name, at
+        most ``MAX_FOLDER_DEPTH`` folders deep; no file may also be another file's folder.
+        """
         if len(raw) > MAX_FILES:
             raise bad("invalid_files", f"At most {MAX_FILES} extra files are allowed, not {len(raw)}.")
         main_file = main_file or language.source_file
         seen = {main_file}
+        folder_names: set[str] = set()
         out = []
         for name, content in raw:
-            if not FILE_NAME.fullmatch(name) or name in seen:
+            parts = name.split("/") if folders else [name]
+            if (
+                len(parts) > MAX_FOLDER_DEPTH + 1
+                or not all(FILE_NAME.fullmatch(part) for part in parts)
+                or name in seen
+                or name in folder_names
+            ):
+                where = f", in at most {MAX_FOLDER_DEPTH} folders" if folders else ", no paths"
                 raise bad(
                     "invalid_files",
-                    f"File name {name[:100]!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 100), "
-                    f"no paths, no duplicates, and not the main file's name {main_file!r}.",
+                    f"File name {name[:100]!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 100)"
+                    f"{where}, no duplicates, and not the main file's name {main_file!r}.",
                 )
+            prefixes = {"/".join(parts[:i]) for i in range(1, len(parts))}
+            if prefixes & seen:
+                raise bad("invalid_files", f"{name[:100]!r} would put a file inside another file.")
+            folder_names |= prefixes
             seen.add(name)
             out.append(SourceFile(name, content))
         return tuple(out)
@@ -205,7 +227,7 @@ class Validator:
         """Every rule on ``draft``; the job to publish, or a 400 naming the first problem."""
         limits = self.limits(draft.language, draft.limits)
         main_file = draft.language.main_file(draft.source)
-        files = self.files([(f.name, f.content) for f in draft.files], draft.language, main_file)
+        files = self.files([(f.name, f.content) for f in draft.files], draft.language, main_file, draft.folders)
         compile_limits = self.compile_limits(draft.language, draft.compile_limits)
         args = self.args(draft.args)
         compile_options = self.args(draft.compile_options, "invalid_compile_options")

@@ -577,15 +577,33 @@ def safe_name(name: str) -> bool:
 
 
 def write_files(files: list) -> str | None:
-    """Create the job's files in the (freshly scrubbed) work directory, never following links."""
+    """Create the job's files in the (freshly scrubbed) work directory, never following links.
+
+    A name may be a relative path ("data/in.txt", Judge0's zips): its folders are made one at
+    a time under the work directory, each opened without following links, so no part of a
+    path can lead outside it.
+    """
     dirfd = os.open(WORK, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for f in files:
-            if not safe_name(f["name"]):
+            *folders, name = f["name"].split("/")
+            if not all(safe_name(part) for part in (*folders, name)):
                 return f"invalid file name {f['name']!r}"
-            fd = os.open(
-                f["name"], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dirfd
-            )
+            parent = dirfd
+            try:
+                for folder in folders:
+                    try:
+                        os.mkdir(folder, 0o755, dir_fd=parent)
+                    except FileExistsError:
+                        pass
+                    opened = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+                    if parent != dirfd:
+                        os.close(parent)
+                    parent = opened
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=parent)
+            finally:
+                if parent != dirfd:
+                    os.close(parent)
             with os.fdopen(fd, "wb") as out:
                 out.write(f["content"].encode("utf-8", "surrogateescape"))
     except OSError as exc:

@@ -26,6 +26,7 @@ MAX_BATCH = 20
 MAX_RUNS = 20  # number_of_runs, as Judge0 CE's default MAX_NUMBER_OF_RUNS
 MAX_TEXT_OPTION = 512  # command_line_arguments / compiler_options, as Judge0 validates them
 MAX_ZIP_RATIO = 200  # an additional_files member may expand at most this much (zip bombs by ratio)
+MAX_ZIP_ENTRIES = 128  # an additional_files zip's entries, folders included (its files: validate.MAX_FILES)
 DEFAULT_STACK_KB = 64000
 MAX_STACK_KB = 128000
 DEFAULT_CPU_EXTRA_S = 0.5

@@ -4,7 +4,7 @@ Judge0 (a Rails app) accepts numbers as numeric strings, booleans as ``"true"``/
 answers validation failures as 422 ``{"attribute": [messages]}``. This module turns a body
 into a :class:`Submission`: the runbox draft the validator checks, plus the attributes Judge0
 answers back (``meta``). ``additional_files`` zips are checked by their directory (member
-count, declared sizes, compression ratio) before any member is inflated.
+count, declared sizes, compression ratio, paths, links) before any member is inflated.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from app.gateway.judge0.contract import (
     MAX_RUNS,
     MAX_STACK_KB,
     MAX_TEXT_OPTION,
+    MAX_ZIP_ENTRIES,
     MAX_ZIP_RATIO,
     compiler_option_languages,
     compiler_options_allowed,
@@ -160,12 +161,34 @@ def zip_members(data: bytes) -> int | None:
     return int(total)
 
 
-def unzip_files(errors: FieldErrors, encoded: str) -> tuple[SourceFile, ...]:
-    """``additional_files``: a Base64 zip whose files are placed next to the program.
+def zip_path_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a member may not be extracted into the job's working directory, if it may not.
 
-    Refused before inflating anything: more members than files a job may have, declared
-    sizes past the extract budget, or a member that claims to expand more than
-    ``MAX_ZIP_RATIO`` times. Inflating is still bounded by the budget, whatever a member claims.
+    Only the archive's own rules are checked here (absolute paths, ``..``, links, devices);
+    the names of the files kept are then checked like every job's files (validate.py).
+    """
+    name = info.filename
+    shown = repr(name[:100])
+    kind = (info.external_attr >> 16) & 0o170000  # the Unix mode, when a Unix zip stored one
+    if kind == 0o120000:
+        return f"may not hold symbolic links ({shown})"
+    if kind not in (0, 0o100000, 0o040000):
+        return f"may hold only files and folders ({shown} is neither)"
+    if name.startswith("/") or "\\" in name or (len(name) > 1 and name[1] == ":"):
+        return f"may not hold absolute paths ({shown})"
+    if ".." in name.split("/"):
+        return f"may not hold paths leaving the working directory ({shown})"
+    return None
+
+
+def unzip_files(errors: FieldErrors, encoded: str) -> tuple[SourceFile, ...]:
+    """``additional_files``: a Base64 zip whose files, with their folders, join the program's.
+
+    Refused before inflating anything: more entries than ``MAX_ZIP_ENTRIES`` or files than a
+    job may have, an absolute path, a ``..``, a link or device, declared sizes past the
+    extract budget, or a member that claims to expand more than ``MAX_ZIP_RATIO`` times.
+    Inflating is still bounded by the budget, whatever a member claims. Folders are made as
+    the files in them need them (an empty folder is not kept).
     """
     try:
         data = b64_text(encoded)
@@ -176,8 +199,8 @@ def unzip_files(errors: FieldErrors, encoded: str) -> tuple[SourceFile, ...]:
     if members is None:
         errors.add("additional_files", "must be a Base64-encoded zip archive")
         return ()
-    if members > MAX_FILES:
-        errors.add("additional_files", f"may hold at most {MAX_FILES} files, not {members}")
+    if members > MAX_ZIP_ENTRIES:
+        errors.add("additional_files", f"may hold at most {MAX_ZIP_ENTRIES} entries, not {members}")
         return ()
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -186,7 +209,16 @@ def unzip_files(errors: FieldErrors, encoded: str) -> tuple[SourceFile, ...]:
         return ()
     budget = MAX_EXTRACT_KB * 1024
     with archive:
-        infos = [info for info in archive.infolist() if not info.is_dir()]
+        entries = archive.infolist()
+        if len(entries) > MAX_ZIP_ENTRIES:
+            errors.add("additional_files", f"may hold at most {MAX_ZIP_ENTRIES} entries, not {len(entries)}")
+            return ()
+        for info in entries:
+            problem = zip_path_problem(info)
+            if problem:
+                errors.add("additional_files", problem)
+                return ()
+        infos = [info for info in entries if not info.is_dir()]
         if len(infos) > MAX_FILES:
             errors.add("additional_files", f"may hold at most {MAX_FILES} files, not {len(infos)}")
             return ()
@@ -199,10 +231,6 @@ def unzip_files(errors: FieldErrors, encoded: str) -> tuple[SourceFile, ...]:
                 return ()
         out: list[SourceFile] = []
         for info in infos:
-            name = info.filename.removeprefix("./")
-            if "/" in name:
-                errors.add("additional_files", f"may only hold files at the top level, not {info.filename[:100]!r}")
-                return ()
             try:
                 # Read at most what is left of the budget, whatever the archive claims.
                 with archive.open(info) as member:
@@ -214,6 +242,8 @@ def unzip_files(errors: FieldErrors, encoded: str) -> tuple[SourceFile, ...]:
             if budget < 0:
                 errors.add("additional_files", f"extract to more than {MAX_EXTRACT_KB} KB")
                 return ()
+            # "./a" and "a//b" name the same file as unzip(1) would make of them.
+            name = "/".join(part for part in info.filename.split("/") if part not in ("", "."))
             out.append(SourceFile(name, content.decode("utf-8", "surrogateescape")))
     return tuple(out)
 
@@ -339,6 +369,6 @@ def read_submission(registry: Registry, body: Any, encoded: bool) -> Submission 
         language=lang, source=source, files=files, stdin=stdin or "", args=args, limits=requested or None,
         tests=tests,
         callback_url=options.get("callback_url") or "", callback_renderer="judge0",
-        compile_options=compiler_args, stack_kb=stack,
+        compile_options=compiler_args, stack_kb=stack, folders=True,
     )
     return Submission(draft, meta)
