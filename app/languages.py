@@ -71,6 +71,33 @@ _TYPE_DECLARATION = re.compile(
     r"(?:^|[\s;{}])(public\s+)?(?:(?:final|abstract|sealed|non-sealed|strictfp|static)\s+)*"
     r"(?:class|interface|enum|record)\s+([A-Za-z_][A-Za-z0-9_]{0,90})\b"
 )
+# A Scala object, and what makes one a program's entry (it extends App, or defines main).
+_SCALA_OBJECT = re.compile(r"(?:^|[\s;{}])(?:case\s+)?object\s+([A-Za-z_][A-Za-z0-9_]{0,90})\b")
+_SCALA_ENTRY = re.compile(r"^\s*extends\s+App\b|\bdef\s+main\s*\(")
+
+
+def _java_class(code: str) -> str | None:
+    """The class javac wants the file named after: the first public one, else the first one."""
+    found = list(_TYPE_DECLARATION.finditer(code))
+    chosen = next((match for match in found if match.group(1)), found[0] if found else None)
+    return chosen.group(2) if chosen else None
+
+
+def _scala_entry(code: str) -> str | None:
+    """The object the JVM is started with: the first one that extends App or defines main,
+    else the first one (scalac does not care about file names; the runner needs the object)."""
+    found = list(_SCALA_OBJECT.finditer(code))
+    if not found:
+        return None
+    for match, following in zip(found, [*found[1:], None], strict=True):
+        body = code[match.end(): following.start() if following else len(code)]
+        if _SCALA_ENTRY.search(body):
+            return match.group(1)
+    return found[0].group(1)
+
+
+# How a class-named unit's entry is found, by its source file's extension.
+_ENTRY_FINDERS = {".java": _java_class, ".scala": _scala_entry}
 
 
 @dataclass(frozen=True)
@@ -117,15 +144,15 @@ class Language:
 
     def main_file(self, source: str) -> str:
         """The name the program is written under: ``source_file``, or for a class-named
-        language its public (else first) top-level class's name with ``source_file``'s extension.
+        language its entry's name with ``source_file``'s extension (Java: its public, else
+        first, top-level class; Scala: its entry object). Steps read it as ``$MAIN_FILE``.
         """
-        if not self.class_named:
+        suffix = Path(self.source_file).suffix
+        finder = _ENTRY_FINDERS.get(suffix)
+        if not self.class_named or finder is None:
             return self.source_file
-        found = list(_TYPE_DECLARATION.finditer(_NOT_CODE.sub(" ", source)))
-        if not found:
-            return self.source_file
-        chosen = next((match for match in found if match.group(1)), found[0])
-        return chosen.group(2) + Path(self.source_file).suffix
+        entry = finder(_NOT_CODE.sub(" ", source))
+        return entry + suffix if entry else self.source_file
 
     def resolve_limits(self, requested: Any) -> Limits:
         """Fill a request's ``limits`` object from the defaults and check it against the maximums."""

@@ -329,3 +329,44 @@ def test_unknown_version_is_refused(lang_service: Service) -> None:
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_version"
     finally:
         client.close()
+
+
+# Class-named units run a program under its entry's name, as Piston runs them: Java's public
+# class, Scala's entry object (each after a helper, so "the first one" would be wrong).
+CLASS_NAMED_PROGRAMS = {
+    "java": "class Helper { static int twice(int x) { return 2 * x; } }\n"
+            "public class Solution {\n"
+            "  public static void main(String[] a) {\n"
+            "    System.out.println(\"entry \" + a[0] + \" \" + Helper.twice(21));\n"
+            "  }\n"
+            "}\n",
+    "scala": "object Helper { def twice(x: Int) = 2 * x }\n"
+             "object Solution {\n"
+             "  def main(args: Array[String]): Unit = println(\"entry \" + args(0) + \" \" + Helper.twice(21))\n"
+             "}\n",
+}
+# Generated only for the selected class-named units (the others are named in pytest's summary).
+CLASS_NAMED_UNITS = [key for key in UNITS if unit_of(key).class_named]
+
+
+def test_every_class_named_language_has_a_program() -> None:
+    names = {unit_of(key).name for key in ALL_UNITS if unit_of(key).class_named}
+    assert names == set(CLASS_NAMED_PROGRAMS), names
+
+
+def _runs_under_its_entrys_name_through_piston(jobs: Jobs, key: str) -> None:
+    unit = unit_of(key)
+    body = {"language": unit.name, "version": unit.version, "args": ["x"], "run_timeout": 15000,
+            "files": [{"name": "whatever." + unit.source_file.rsplit(".", 1)[1],
+                       "content": CLASS_NAMED_PROGRAMS[unit.name]}]}
+    response = jobs.client.http.post("/api/v2/execute", json=body, timeout=180)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["compile"]["code"] == 0, answer["compile"]
+    assert answer["run"]["stdout"] == "entry x 42\n", answer["run"]
+
+
+if CLASS_NAMED_UNITS:
+    test_runs_under_its_entrys_name_through_piston = pytest.mark.parametrize("key", CLASS_NAMED_UNITS)(
+        _runs_under_its_entrys_name_through_piston
+    )

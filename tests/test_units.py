@@ -284,6 +284,13 @@ def test_class_named_programs_take_their_public_class_name() -> None:
     assert java.main_file("class Helper {}\npublic final class App { }") == "App.java"
     assert java.main_file("// public class Fake\n/* class Nope */ class Real {}") == "Real.java"
     assert java.main_file('String s = "class X";') == "Main.java"
+    scala = Registry.load(("scala",)).unit("scala")
+    assert scala is not None and scala.class_named
+    two = "object Helper { def twice(x: Int) = 2 * x }\nobject Solution { def main(args: Array[String]) = () }"
+    assert scala.main_file(two) == "Solution.scala"
+    assert scala.main_file("case class P(x: Int)\nobject Puzzle extends App { }") == "Puzzle.scala"
+    assert scala.main_file("// object Fake extends App\nobject Real") == "Real.scala"
+    assert scala.main_file("println(1)") == "Main.scala"
     python = Registry.load(("python",)).unit("python")
     assert python is not None and python.main_file("class Solution: pass") == "main.py"
 
