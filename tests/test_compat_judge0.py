@@ -308,6 +308,7 @@ def py(**extra: Any) -> dict[str, Any]:
         ({"language_id": PYTHON_ID}, {"source_code": ["can't be blank"]}),
         ({"source_code": "print(1)"}, {"language_id": ["can't be blank"]}),
         (py(language_id=150000), {"language_id": ["language with id 150000 doesn't exist"]}),
+        (py(language_id=70), {"language_id": ["language with id 70 doesn't exist"]}),  # CE's Python 2.7
         ({}, {"source_code": ["can't be blank"], "language_id": ["can't be blank"]}),
         (py(wall_time_limit=100000), None),
         (py(cpu_time_limit="fast"), {"cpu_time_limit": ["is not a number"]}),

@@ -12,6 +12,7 @@ from app.config import ConfigError, Settings, hash_key
 from app.events import JobRecord
 from app.executor.sandbox import GVISOR_COVERS, MASKED_PATHS, Uids, agent_job, container_options
 from app.executor.slots import FairSlots
+from app.gateway.judge0.contract import judge0_languages
 from app.languages import LimitError, Limits, Registry
 from app.messages import Event, JobState, job_id_time, job_id_valid, new_job_id
 
@@ -310,3 +311,10 @@ def test_agent_job_applies_compile_limits_and_names_the_main_file() -> None:
     assert "MAIN_FILE" not in plain["env"] and not any(k.startswith("RUNBOX") for k in plain["env"])
     default = agent_job("j2", java, Limits(), files, "", ())["steps"][0]
     assert default["limits"]["timeout_s"] == java.compile.timeout_s and default["memory_mb"] == java.compile.memory_mb
+
+
+def test_judge0_ce_ids_served_and_not_served_are_as_the_readme_says() -> None:
+    """Judge0 CE 1.13.1's ids are 43-89; the README names the eight runbox does not serve and why."""
+    served = set(judge0_languages(Registry.load()))
+    assert set(range(43, 90)) - served == {43, 44, 48, 52, 70, 84, 87, 89}
+    assert served - set(range(43, 90)) == {91, 92, 93, 95}  # the Debian 13 toolchains
