@@ -105,12 +105,14 @@ def test_extra_files_and_encodings(http: httpx.Client) -> None:
         "language": "python",
         "version": "*",
         "files": [
-            {"name": "whatever.py", "content": "import helper\nprint(helper.VALUE, open('data.bin', 'rb').read())"},
+            {"name": "whatever.py",
+             "content": "import helper, pkg.mod\nprint(helper.VALUE, pkg.mod.X, open('assets/data.bin', 'rb').read())"},
             {"name": "helper.py", "content": "VALUE = 42\n"},
-            {"name": "data.bin", "content": base64.b64encode(b"\x00\xffraw").decode(), "encoding": "base64"},
+            {"name": "pkg/mod.py", "content": "X = 'deep'\n"},  # files in folders, as Piston writes them
+            {"name": "assets/data.bin", "content": base64.b64encode(b"\x00\xffraw").decode(), "encoding": "base64"},
         ],
     }
-    assert ok(http, body)["run"]["stdout"] == "42 b'\\x00\\xffraw'\n"
+    assert ok(http, body)["run"]["stdout"] == "42 deep b'\\x00\\xffraw'\n"
 
 
 def test_non_zero_exit(http: httpx.Client) -> None:
@@ -158,6 +160,8 @@ def test_memory_limit_in_bytes(http: httpx.Client) -> None:
         ({"language": "python", "files": [{"content": "x"}], "args": "a b"}, "args"),
         ({"language": "python", "files": [{"content": "x"}], "stdin": 5}, "stdin"),
         ({"language": "python", "files": [{"content": "x"}, {"name": "../x", "content": ""}]}, "not allowed"),
+        ({"language": "python", "files": [{"content": "x"}, {"name": "a/../../x", "content": ""}]}, "not allowed"),
+        ({"language": "python", "files": [{"content": "x"}, {"name": "/etc/x", "content": ""}]}, "not allowed"),
         ({"language": "python", "files": [{"content": "abc", "encoding": "base64"}, {"content": "y"}]}, "base64"),
     ],
 )

@@ -101,7 +101,8 @@ def split_files(files: list[Any]) -> tuple[str, tuple[SourceFile, ...]]:
     The program is written under the name the language's commands use: its own name
     (main.py, main.c...) for most, whatever the client called it; for a class-named language
     (Java) the name of its public class, so ``public class Solution`` compiles and runs as in
-    Piston. Piston names unnamed files ``file<i>.code``; so does this.
+    Piston. Piston names unnamed files ``file<i>.code``; so does this. A name may hold
+    folders (``lib/util.py``), as Piston writes such files into them.
     """
     if not files:
         raise bad("invalid_files", "files must include at least one utf8 encoded file")
@@ -235,6 +236,7 @@ def draft(registry: Registry, body: Any) -> Draft:
         args=piston_args(body.get("args")),
         limits=piston_limits(language, body),
         compile_limits=piston_compile_limits(language, body),
+        folders=True,  # Piston writes "dir/name" files into their folders
     )
 
 
