@@ -133,6 +133,9 @@ class Language:
     # its first top-level class's name (``Solution.java``) and the run step starts that
     # class, read from $MAIN_FILE, as Java's own source launcher (and Piston) would.
     class_named: bool = False
+    # Python's run step may be served by an interpreter the agent started before the job came
+    # (sandbox_images/agent: WARM_STUB); only ``["python3", "<file>"]``-shaped run commands.
+    warm_start: bool = False
     # How its image is built: sandbox_images/<dockerfile>/Dockerfile with these build arguments
     # (BASE: the shared base it starts from); a unit that extends another reuses its Dockerfile.
     dockerfile: str = ""

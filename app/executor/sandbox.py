@@ -268,6 +268,8 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
             # A signal sent while the program compiles is for the compiler, as in Piston;
             # the input sent meanwhile waits for the run step.
             step["signals"] = True
+    elif language.warm_start and stack_kb <= 0:
+        steps[-1]["warm"] = True  # the interpreter may already be running, waiting for this program
     for step in steps:
         # The cgroup bounds job and agent together (and a compile-sized container lets a run
         # step use the compile budget): the agent measures every step, memory held in files

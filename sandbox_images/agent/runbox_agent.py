@@ -51,6 +51,72 @@ TOKEN: str | None = None
 # True from a job's arrival until its scrub is done: the only time a process of the job exists.
 BUSY = False
 
+# A Python run step's interpreter is started once the scrub after a job is done, before the
+# next job arrives (``python3 -c WARM_STUB FD``): it waits for the program's name and
+# arguments on a pipe, closes it, and runs the program as ``python3 main.py ARGS`` would
+# (same __main__ names, sys.argv, sys.path[0], tracebacks without this code's frame). It is a
+# new process started after every process of the job before was killed, so it holds nothing
+# of that job; the job's limits, environment and session are the ones a cold start gets.
+WARM_STUB = """
+def _runbox_start():
+    import os, sys
+    control = int(sys.argv[1])
+    data = b""
+    while chunk := os.read(control, 65536):
+        data += chunk
+    os.close(control)
+    if not data:
+        os._exit(0)
+    argv = [os.fsdecode(a) for a in data.split(b"\\0")]
+    path = os.path.join(os.getcwd(), argv[0])
+    sys.argv = argv
+    sys.orig_argv = [sys.orig_argv[0], *argv]
+    sys.path[0] = os.path.dirname(path)
+    names = sys.modules["__main__"].__dict__
+    names.clear()
+    names.update(__name__="__main__", __doc__=None, __package__=None, __spec__=None, __annotations__={},
+                 __builtins__=sys.modules["builtins"], __file__=path, __cached__=None,
+                 __loader__=sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path))
+    with open(path, "rb") as source:
+        code = compile(source.read(), path, "exec")
+    try:
+        exec(code, names)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        error = error.with_traceback(error.__traceback__.tb_next)
+        sys.excepthook(type(error), error, error.__traceback__)
+        sys.exit(1)
+_runbox_start()
+"""
+
+
+class Warm:
+    """An interpreter started ahead of a job, for a run step like ``key`` (see WARM_STUB)."""
+
+    def __init__(self, key: str, proc: subprocess.Popen, control: int, held_before: int) -> None:
+        self.key = key
+        self.proc = proc
+        self.control = control
+        self.held_before = held_before  # memory held before it started: its own counts for the job
+
+    def discard(self) -> None:
+        """Kill it and let go of its pipes (the scrub kills and reaps it too)."""
+        os.close(self.control)
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
+
+WARM: Warm | None = None
+
 
 def on_term(_sig: int, _frame: object) -> None:
     """TERM from the engine ends an idle container at once; from a job (same user, so it may
@@ -309,6 +375,64 @@ def first_in_line_for_oom(pid: int) -> None:
         pass
 
 
+def spawn(argv: list, step: dict, env: dict, separate: bool, pass_fds: tuple = ()) -> subprocess.Popen:
+    """Start a step's command under its limits, in a session of its own, with piped stdio."""
+    return subprocess.Popen(
+        limited_argv(argv, step["limits"], step.get("nproc"), bool(step.get("ipc_namespace"))),
+        cwd=WORK,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if separate else subprocess.STDOUT,
+        start_new_session=True,
+        close_fds=True,
+        restore_signals=True,
+        pass_fds=pass_fds,
+    )
+
+
+def warm_key(step: dict, env: dict) -> str:
+    """What a warm interpreter must have been started with to serve ``step``."""
+    return json.dumps([step["argv"][0], step["limits"], step.get("nproc"), bool(step.get("ipc_namespace")), env,
+                       bool(step.get("watch_memory_kb"))], sort_keys=True)
+
+
+def prepare_warm(step: dict, env: dict) -> None:
+    """After a clean scrub: start the interpreter the next job like ``step`` will run in."""
+    global WARM
+    held = held_memory_kb() if step.get("watch_memory_kb") else -1
+    read, write = os.pipe()
+    try:
+        proc = spawn([step["argv"][0], "-c", WARM_STUB, str(read)], step, env, True, (read,))
+    except OSError:
+        os.close(write)
+        return
+    finally:
+        os.close(read)
+    first_in_line_for_oom(proc.pid)
+    WARM = Warm(warm_key(step, env), proc, write, held)
+
+
+def take_warm(step: dict, env: dict) -> Warm | None:
+    """The warm interpreter, now running ``step``'s program, if it was started for a step like it."""
+    global WARM
+    warm, WARM = WARM, None
+    if warm is None:
+        return None
+    if not step.get("warm") or warm.key != warm_key(step, env) or warm.proc.poll() is not None:
+        warm.discard()
+        return None
+    payload = b"\0".join(os.fsencode(a) for a in step["argv"][1:])
+    try:
+        while payload:
+            payload = payload[os.write(warm.control, payload):]
+    except OSError:
+        warm.discard()
+        return None
+    os.close(warm.control)
+    return warm
+
+
 def run_step(step: dict, env: dict) -> dict:
     """Run one command to its end or its limit; return its outcome.
 
@@ -338,21 +462,15 @@ def run_step(step: dict, env: dict) -> dict:
     usage = {"cpu": 0.0, "rss": 0, "status": None}
     delivered = set()  # signals sent to this step's processes on the client's behalf
     started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            limited_argv(step["argv"], limits, step.get("nproc"), bool(step.get("ipc_namespace"))),
-            cwd=WORK,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if separate else subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            restore_signals=True,
-        )
-    except OSError as exc:
-        return {"status": "failed", "error": f"cannot start {step['argv'][0]}: {exc.strerror}"}
-    first_in_line_for_oom(proc.pid)
+    warm = take_warm(step, env) if separate else None
+    if warm is not None:
+        proc = warm.proc
+    else:
+        try:
+            proc = spawn(step["argv"], step, env, separate)
+        except OSError as exc:
+            return {"status": "failed", "error": f"cannot start {step['argv'][0]}: {exc.strerror}"}
+        first_in_line_for_oom(proc.pid)
     usage["main"] = proc.pid
     deadline = started + float(limits["timeout_s"])
     sel = selectors.DefaultSelector()
@@ -417,7 +535,7 @@ def run_step(step: dict, env: dict) -> dict:
     # the sum of job and agent (and a compile-sized container far later), and memory held in
     # files (tmpfs, /dev/shm, memfds) belongs to no process a per-process count would see.
     watch_kb = int(step.get("watch_memory_kb") or 0)
-    held_before = held_memory_kb() if watch_kb else -1
+    held_before = (warm.held_before if warm is not None else held_memory_kb()) if watch_kb else -1
     watch_kb = watch_kb if held_before >= 0 else 0
     # The cgroup's figures are the host's and exact: they are the step's peak too. gVisor's
     # AnonPages also counts memory it has committed but not yet backed, so there they only
@@ -671,7 +789,8 @@ def run_cases(step: dict, env: dict) -> None:
         send({"t": "done", "status": "completed", "cases": ran})
 
 
-def run_job(job: dict) -> None:
+def run_job(job: dict) -> tuple | None:
+    """Run a job's steps; return the run step (and environment) a warm interpreter could serve next."""
     env = {"PATH": PATH, "HOME": WORK, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     env.update(job.get("env", {}))
     error = write_files(job["files"])
@@ -694,7 +813,8 @@ def run_job(job: dict) -> None:
                 return
         else:
             send({"t": "done", **result})
-            return
+            return (step, env) if step.get("warm") else None
+    return None
 
 
 def scrub() -> str | None:
@@ -781,7 +901,7 @@ def close_stderr() -> None:
 
 
 def main() -> None:
-    global TOKEN, BUSY
+    global TOKEN, BUSY, WARM
     make_undumpable()
     close_stderr()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -806,11 +926,20 @@ def main() -> None:
         expected = job.get("next")
         TOKEN = job.get("token")
         BUSY = True
+        warm_for = None
         try:
-            run_job(job)
+            warm_for = run_job(job)
         except Exception as exc:  # the agent must answer whatever went wrong
             send({"t": "done", "status": "failed", "error": f"agent error: {exc!r}"})
+        if WARM is not None:  # started for this job, which did not use it
+            WARM.discard()
+            WARM = None
         leftover = checked_scrub()
+        if leftover is None and warm_for is not None:
+            try:
+                prepare_warm(*warm_for)
+            except Exception:  # only a head start: the next job starts cold
+                WARM = None
         BUSY = False
         send({"t": "ready", "clean": leftover is None, "detail": leftover})
 

@@ -310,6 +310,63 @@ def _leftovers_python(t: Target) -> None:
     t.normal_job_works("python")
 
 
+@attack("interpreter_state_python")
+def interpreter_state_python(t: Target) -> None:
+    """Python's next job may run in an interpreter the agent started before it came: it must
+    be a new process, started after this one's scrub, with nothing this job did to its own."""
+    with LOCKS["python"]:
+        _interpreter_state_python(t)
+
+
+INTERPRETER_A = """
+import builtins, json, os, signal, sys
+mark = sys.argv[1]
+builtins.LEFT = mark  # the interpreter's own state: builtins, modules, environment, umask, signals
+sys.modules["left_" + mark] = sys
+os.environ["LEFT"] = mark
+os.umask(0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+sys.path.insert(0, "/tmp")
+print(json.dumps({"pid": os.getpid()}))
+"""
+INTERPRETER_B = """
+import builtins, json, os, signal, sys
+mark = sys.argv[1]
+umask = os.umask(0o077)
+print(json.dumps({
+    "pid": os.getpid(), "parent": os.getppid(), "builtins": getattr(builtins, "LEFT", None),
+    "modules": [m for m in sys.modules if m.startswith("left_")], "environ": os.environ.get("LEFT"),
+    "umask": umask, "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, "path": sys.path[:2],
+    "argv": sys.argv, "file": __file__, "main": sorted(globals()),
+}))
+raise LookupError(mark)  # its traceback is the program's alone, as under `python3 main.py`
+"""
+
+
+def _interpreter_state_python(t: Target) -> None:
+    mark = f"left{secrets.token_hex(4)}"
+    before = t.settle("python")
+    state_a = t.run("python", INTERPRETER_A, args=[mark])
+    assert state_a["status"] == "completed", t.explain(state_a)
+    pid_a = json.loads(state_a["result"]["stdout"])["pid"]
+    reused(t, "python", before)
+    state_b = t.run("python", INTERPRETER_B, args=[mark])
+    assert state_b["status"] == "completed" and state_b["result"]["exit_code"] == 1, t.explain(state_b)
+    trace = state_b["result"]["stderr"].splitlines()
+    assert trace[:2] == ["Traceback (most recent call last):", '  File "/work/main.py", line 11, in <module>'], trace
+    assert sum("File " in line for line in trace) == 1 and trace[-1] == f"LookupError: {mark}", trace
+    seen = json.loads(state_b["result"]["stdout"])
+    assert seen["pid"] != pid_a and seen["parent"] == 1, seen
+    assert seen["builtins"] is None and seen["modules"] == [] and seen["environ"] is None, seen
+    assert seen["umask"] == 0o077 and seen["sigterm"] is False, seen  # the agent's umask, default signals
+    assert seen["path"][0] == "/work" and "/tmp" not in seen["path"], seen
+    assert seen["argv"] == ["main.py", mark] and seen["file"] == "/work/main.py", seen
+    assert seen["main"] == ["__annotations__", "__builtins__", "__cached__", "__doc__", "__file__", "__loader__",
+                            "__name__", "__package__", "__spec__", "builtins", "json", "mark", "os", "signal",
+                            "sys", "umask"], seen
+    reused(t, "python", before)
+
+
 @attack("symlinks_to_host_paths_python")
 def symlinks_python(t: Target) -> None:
     """Links planted in /work and /tmp under the names the next job's files will have.
