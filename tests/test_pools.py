@@ -74,6 +74,9 @@ def test_containers_are_replaced_only_when_retired_and_in_the_background(real_st
             state = client.wait_state(job_id, timeout=60)
             assert state["status"] == "completed" and state["result"]["stdout"] == "hi\n", state
         wait_metric(stats, "runbox_pool_containers", 3, language="python", state="idle")
+        # A retired container's successor may be idle before the engine has finished removing it.
+        retired = metric(stats, "runbox_container_events_total", language="python", event="recycled")
+        wait_metric(stats, "runbox_container_events_total", retired, language="python", event="removed")
         counts = {event: metric(stats, "runbox_container_events_total", language="python", event=event)
                   for event in ("created", "recycled", "removed")}
         assert counts["recycled"] >= 1, counts  # 12 jobs on three containers: some served four
