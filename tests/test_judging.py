@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 
 import httpx
@@ -327,3 +329,31 @@ def test_piston_sigkill_ends_a_compiled_program_blocked_in_pause(stack: tuple[Se
         ws.send(json.dumps({"type": "signal", "signal": "SIGKILL"}))
         code, rest = closed_with(ws)
     assert (code, rest) == (4999, [{"type": "exit", "stage": "run", "code": None, "signal": "SIGKILL"}])
+
+
+# How the job below can end: killed when its session closes, or by the idle limit if it is not.
+KILLED, IDLE = "Runtime Error (Other)", "Time Limit Exceeded"
+
+
+def endings(gateway: Service) -> tuple[int, int]:
+    """How many jobs (of every API) the gateway has seen end killed, and by a time limit (its /statistics)."""
+    stats = httpx.get(gateway.url + "/statistics", timeout=30).json()
+    counts = Counter({row["status"]["name"]: row["count"] for row in stats["statuses"]})
+    return counts[KILLED], counts[IDLE]
+
+
+def test_a_piston_session_closed_before_its_job_ends_kills_the_job(stack: tuple[Service, Service]) -> None:
+    """A client that leaves mid-run does not leave its job holding a sandbox until its limits:
+    the job ends killed by SIGKILL (Judge0's Runtime Error (Other)), not by the idle limit."""
+    before = endings(stack[0])
+    init = {"type": "init", "language": "python", "version": "*", "files": [{"content": TRAPS}]}
+    with ws_connect(ws_url(stack[1])) as ws:
+        ws.send(json.dumps(init))
+        assert [receive(ws)["type"] for _ in range(2)] == ["runtime", "stage"]
+        output_until(ws, "ready\n")
+    end = time.monotonic() + 60
+    after = before
+    while after == before and time.monotonic() < end:
+        time.sleep(0.2)
+        after = endings(stack[0])
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 0), (before, after)
