@@ -101,12 +101,14 @@ class Warm:
         self.held_before = held_before  # memory held before it started: its own counts for the job
 
     def discard(self) -> None:
-        """Kill it and let go of its pipes (the scrub kills and reaps it too)."""
+        """Kill it, reap it (so its CPU and memory never count toward the job that discarded it)
+        and let go of its pipes."""
         os.close(self.control)
         try:
             self.proc.kill()
-        except OSError:
-            pass
+            self.proc.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # the scrub kills and reaps whatever is left
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 try:
