@@ -136,12 +136,15 @@ class Metrics:
         )
         self.pool_containers = Gauge(
             "runbox_pool_containers",
-            "Sandbox containers by state (idle, busy, warming).",
+            "Sandbox containers by state (idle; busy, a job or the scrub after it; warming).",
             ["language", "state"],
             registry=r,
         )
         self.pool_target = Gauge(
-            "runbox_pool_target_containers", "Containers a pool is trying to keep.", ["language"], registry=r
+            "runbox_pool_target_containers",
+            "Containers a pool is trying to keep, in all states.",
+            ["language"],
+            registry=r,
         )
         self.pool_max = Gauge("runbox_pool_max_containers", "A pool's size ceiling.", ["language"], registry=r)
         self.container_events = Counter(
