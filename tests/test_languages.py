@@ -354,11 +354,9 @@ def test_every_class_named_language_has_a_program() -> None:
     assert names == set(CLASS_NAMED_PROGRAMS), names
 
 
-def _runs_under_its_entrys_name_through_piston(jobs: Jobs, key: str) -> None:
+def _prints_entry_x_42_through_piston(jobs: Jobs, key: str, files: list[dict[str, str]]) -> None:
     unit = unit_of(key)
-    body = {"language": unit.name, "version": unit.version, "args": ["x"], "run_timeout": 15000,
-            "files": [{"name": "whatever." + unit.source_file.rsplit(".", 1)[1],
-                       "content": CLASS_NAMED_PROGRAMS[unit.name]}]}
+    body = {"language": unit.name, "version": unit.version, "args": ["x"], "run_timeout": 15000, "files": files}
     response = jobs.client.http.post("/api/v2/execute", json=body, timeout=180)
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -366,7 +364,29 @@ def _runs_under_its_entrys_name_through_piston(jobs: Jobs, key: str) -> None:
     assert answer["run"]["stdout"] == "entry x 42\n", answer["run"]
 
 
+def _runs_under_its_entrys_name_through_piston(jobs: Jobs, key: str) -> None:
+    unit = unit_of(key)
+    _prints_entry_x_42_through_piston(jobs, key, [{"name": "whatever." + unit.source_file.rsplit(".", 1)[1],
+                                                   "content": CLASS_NAMED_PROGRAMS[unit.name]}])
+
+
 if CLASS_NAMED_UNITS:
     test_runs_under_its_entrys_name_through_piston = pytest.mark.parametrize("key", CLASS_NAMED_UNITS)(
         _runs_under_its_entrys_name_through_piston
     )
+
+# Kotlin runs the file that declares a top-level main (its facade class, file name + "Kt"), as
+# Piston's jar does, whichever of the files it is; here the second, named with a dash.
+KOTLIN_UNITS = [key for key in UNITS if unit_of(key).name == "kotlin"]
+
+
+def _kotlin_runs_the_file_with_main(jobs: Jobs, key: str) -> None:
+    _prints_entry_x_42_through_piston(jobs, key, [
+        {"name": "util.kt", "content": "fun twice(x: Int) = 2 * x\n"},
+        {"name": "my-app.kt",
+         "content": "fun main(args: Array<String>) {\n  println(\"entry \" + args[0] + \" \" + twice(21))\n}\n"},
+    ])
+
+
+if KOTLIN_UNITS:
+    test_kotlin_runs_the_file_with_main = pytest.mark.parametrize("key", KOTLIN_UNITS)(_kotlin_runs_the_file_with_main)

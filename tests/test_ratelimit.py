@@ -63,7 +63,9 @@ def test_limiter_forgets_least_recent_identities() -> None:
 def limited(real_stack: None) -> Iterator[Service]:
     svc = Service(
         RUNBOX_ANONYMOUS_BURST="4",
-        RUNBOX_ANONYMOUS_RATE_PER_S="2",
+        # One token back every 4 s: slow enough that a busy machine taking a second over the
+        # first five submissions does not refill the bucket before the fifth (seen in CI at 2/s).
+        RUNBOX_ANONYMOUS_RATE_PER_S="0.25",
         RUNBOX_API_KEYS="premium:plain:test-premium-key",
         RUNBOX_TIERS="premium=50:100:16:8",
     ).start()
@@ -84,7 +86,7 @@ def test_http_burst_is_cut_at_the_configured_size_and_refills(limited: Service) 
     assert refused.headers["RateLimit-Limit"] == "4"
     assert refused.headers["RateLimit-Remaining"] == "0"
     assert [a.headers["RateLimit-Remaining"] for a in answers[:4]] == ["3", "2", "1", "0"]
-    time.sleep(0.6)  # at 2 per second one token is back
+    time.sleep(4.2)  # at one per 4 s one token is back
     assert client.submit(body).status_code == 202
     assert client.submit(body).status_code == 429
     # An API key has its own bucket and tier.
