@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from app.broker import Names
+from app.executor.engine import OWNER_LABEL, owner_label
 from infra.images import app_context_hash
 from tests.runbox_client import free_port
 
@@ -102,6 +103,14 @@ def _logs(container: Any) -> str:
     return "(no logs)"
 
 
+def _exists(client: docker.DockerClient, container_id: str) -> bool:
+    try:
+        client.containers.get(container_id)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
 def _wait_ready(container: Any, url: str, timeout: float = 120) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -160,6 +169,13 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
         "privileged": False,
         "labels": {"runbox.test": "app-image"},
     }
+    # A sandbox of an executor on the host, which is alive (this process stands for it): the
+    # container's executor shares the host's name but not its pids, and must leave it alone.
+    bystander = client.containers.create(
+        SANDBOX_IMAGE, command=["true"], name=f"runbox-apptest-bystander-{token}", network_disabled=True,
+        labels={"runbox.role": "sandbox", "runbox.executor": f"{executor_name}-bystander",
+                "runbox.language": "python", OWNER_LABEL: owner_label(), "runbox.test": "app-image"},
+    )
     gate_dir = tempfile.mkdtemp(prefix="runbox-apptest-gate-")
     os.chown(gate_dir, 0, os.stat(SOCKET).st_gid)
     os.chmod(gate_dir, 0o770)
@@ -184,6 +200,7 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
         _wait_ready(gate, f"http://127.0.0.1:{gate_port}")
     except BaseException:
         gate.remove(force=True)
+        bystander.remove(force=True)
         raise
     container = client.containers.run(
         app_image,
@@ -234,6 +251,9 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
         # SIGTERM first: the executor drains and removes its own sandboxes (through the gate).
         with contextlib.suppress(docker.errors.APIError):
             container.stop(timeout=45)
+        bystander_left = _exists(client, bystander.id)
+        with contextlib.suppress(docker.errors.APIError):
+            bystander.remove(force=True)
         for stopped in (container, gate):
             with contextlib.suppress(docker.errors.APIError):
                 stopped.remove(force=True)
@@ -244,3 +264,4 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
         with contextlib.suppress(Exception):
             asyncio.run(_delete_queues(prefix))
     assert not client.containers.list(all=True, filters={"label": f"runbox.executor={executor_name}"})
+    assert bystander_left, "the container's executor removed a sandbox of a live executor on the host"

@@ -8,6 +8,7 @@ every process on the machine, are in tests/test_faults.py.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -38,7 +39,8 @@ def owned_sandboxes(pid: int) -> list[str]:
     """Sandbox containers made by the process ``pid`` on this host (the owner label)."""
     client = docker.from_env()
     try:
-        owner = f"{socket.gethostname()}/{pid}"
+        # The executors are this process's children: the same host and pid namespace.
+        owner = f"{socket.gethostname()}/{os.stat('/proc/self/ns/pid').st_ino}/{pid}"
         found = client.containers.list(all=True, sparse=True, filters={"label": [f"runbox.owner={owner}"]})
         return [c.id for c in found]
     finally:

@@ -35,15 +35,30 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
 OWNER_LABEL = "runbox.owner"
 
 
+def _process_space() -> str:
+    """Where this process's pid means something: its host name and its pid namespace.
+
+    A container with host networking has the host's name but pids of its own; without the
+    namespace its executor would take every host process's pid for a dead one and remove the
+    sandboxes of every other executor on the host.
+    """
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # no procfs: the namespace cannot be told, so no other owner is ever judged
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
 def owner_label() -> str:
-    """This process as a sandbox owner: host and pid, so a successor on the host can tell it is gone."""
-    return f"{socket.gethostname()}/{os.getpid()}"
+    """This process as a sandbox owner: host, pid namespace and pid, so a successor can tell it is gone."""
+    return f"{_process_space()}/{os.getpid()}"
 
 
-def _owner_gone(owner: str, host: str) -> bool:
-    owner_host, _, pid = owner.rpartition("/")
-    if owner_host != host or not pid.isdigit():
-        return False  # another host's (or an unlabelled) sandbox: not ours to judge
+def _owner_gone(owner: str, space: str) -> bool:
+    owner_space, _, pid = owner.rpartition("/")
+    if owner_space != space or space.endswith("/0") or not pid.isdigit():
+        # another host's or pid namespace's (or an unlabelled) sandbox: not ours to judge
+        return False
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -54,18 +69,18 @@ def _owner_gone(owner: str, host: str) -> bool:
 
 
 def remove_orphans(client: docker.DockerClient, executor_id: str) -> int:
-    """Remove sandboxes left by an earlier executor of this name, or by a dead process on this host.
+    """Remove sandboxes left by an earlier executor of this name, or by a dead process beside this one.
 
     Executor names are unique per process by default, so a killed executor's successor has
-    another name; the owner label (host and pid) still lets it clean up after it.
+    another name; the owner label (host, pid namespace and pid) still lets it clean up after it.
     """
-    host = socket.gethostname()
+    space = _process_space()
     removed = 0
     # sparse: no inspect per container, which would race with other executors' removals.
     for container in client.containers.list(all=True, sparse=True, filters={"label": ["runbox.role=sandbox"]}):
         labels = container.attrs.get("Labels") or {}
         mine = labels.get("runbox.executor") == executor_id
-        if mine or _owner_gone(labels.get(OWNER_LABEL, ""), host):
+        if mine or _owner_gone(labels.get(OWNER_LABEL, ""), space):
             with contextlib.suppress(*ENGINE_ERRORS):
                 container.remove(force=True)
                 removed += 1

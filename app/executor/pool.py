@@ -175,7 +175,7 @@ class Pool:
             cpus=self.settings.sandbox_cpus,
             uid=uid,
         )
-        # Host and pid of this process: lets a successor on the host remove what it leaves behind.
+        # Host, pid namespace and pid of this process: lets a successor beside it remove what it leaves behind.
         options["labels"] = {**options["labels"], OWNER_LABEL: owner_label()}
         return options
 

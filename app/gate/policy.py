@@ -41,7 +41,7 @@ CONTAINER_ACTIONS = {
 }
 SANDBOX_LABEL = ("runbox.role", "sandbox")
 LABELS = {"runbox.role", "runbox.executor", "runbox.language", "runbox.uid"}
-OWNER_LABEL = "runbox.owner"  # host/pid of the executor process, optional (app/executor/engine.py)
+OWNER_LABEL = "runbox.owner"  # host/pid namespace/pid of the executor process, optional (app/executor/engine.py)
 MAX_EXECUTOR_NAME = 128
 TMPFS = re.compile(r"^rw,exec,nosuid,nodev,size=(\d+)m,uid=(\d+),gid=(\d+),mode=0700$")
 TMPFS_MAX_MB = {"/work": 1024, "/tmp": TMP_MB}
