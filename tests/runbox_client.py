@@ -114,35 +114,42 @@ CALLBACK_DELAYS_MS = {1000, 2000, 5000, 15000, 30000, 60000, 120000, 300000, 600
 
 
 def delete_prefixes(prefixes: set[str], url: str = "amqp://guest:guest@127.0.0.1:5672/") -> None:
-    """Delete every queue and stream named after these prefixes."""
+    """Delete every queue and stream named after these prefixes.
+
+    RabbitMQ deletes an absent queue or exchange without complaint, so one channel per prefix
+    serves all of its names (a channel per name cost a session's teardown some 15 s); the
+    prefixes are deleted side by side on one connection.
+    """
     import aio_pika
+    import aio_pika.abc
 
     from app.languages import Registry
+
+    units = Registry.load().unit_keys()
+
+    async def delete_one(connection: aio_pika.abc.AbstractConnection, prefix: str) -> None:
+        names = [f"{prefix}.jobs.{n}" for n in units]
+        names += [f"{prefix}.jobs.dead", f"{prefix}.events", f"{prefix}.presence", f"{prefix}.callbacks"]
+        names += [f"{prefix}.callbacks.delay.{ms}" for ms in CALLBACK_DELAYS_MS]
+        channel = await connection.channel()
+        try:
+            for name in names:
+                if channel.is_closed:  # a refused delete closes the channel: go on with a new one
+                    channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(name)
+            if channel.is_closed:
+                channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(f"{prefix}.stdin")
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def run() -> None:
         connection = await aio_pika.connect(url)
         async with connection:
-            for prefix in prefixes:
-                names = [f"{prefix}.jobs.{n}" for n in Registry.load().unit_keys()]
-                names += [f"{prefix}.jobs.dead", f"{prefix}.events", f"{prefix}.presence", f"{prefix}.callbacks"]
-                names += [f"{prefix}.callbacks.delay.{ms}" for ms in CALLBACK_DELAYS_MS]
-                for name in names:
-                    channel = await connection.channel()
-                    try:
-                        await channel.queue_delete(name)
-                    except Exception:  # absent: nothing to delete
-                        pass
-                    finally:
-                        if not channel.is_closed:
-                            await channel.close()
-                channel = await connection.channel()
-                try:
-                    await channel.exchange_delete(f"{prefix}.stdin")
-                except Exception:  # absent: nothing to delete
-                    pass
-                finally:
-                    if not channel.is_closed:
-                        await channel.close()
+            await asyncio.gather(*(delete_one(connection, prefix) for prefix in prefixes))
 
     if prefixes:
         asyncio.run(run())
