@@ -133,9 +133,11 @@ class Language:
     # its first top-level class's name (``Solution.java``) and the run step starts that
     # class, read from $MAIN_FILE, as Java's own source launcher (and Piston) would.
     class_named: bool = False
-    # Python's run step may be served by an interpreter the agent started before the job came
-    # (sandbox_images/agent: WARM_STUB); only ``["python3", "<file>"]``-shaped run commands.
-    warm_start: bool = False
+    # How the run step's interpreter is started ahead of a job, waiting for its program
+    # (sandbox_images/agent/warm: the interpreter and its stub, to which the agent adds the
+    # number of the pipe the program's name and arguments arrive on); empty: always cold.
+    # Only for ``[interpreter, "<file>"]``-shaped run commands the stub knows how to run.
+    warm_start: tuple[str, ...] = ()
     # How its image is built: sandbox_images/<dockerfile>/Dockerfile with these build arguments
     # (BASE: the shared base it starts from); a unit that extends another reuses its Dockerfile.
     dockerfile: str = ""

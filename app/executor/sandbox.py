@@ -269,7 +269,7 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
             # the input sent meanwhile waits for the run step.
             step["signals"] = True
     elif language.warm_start and stack_kb <= 0:
-        steps[-1]["warm"] = True  # the interpreter may already be running, waiting for this program
+        steps[-1]["warm"] = list(language.warm_start)  # the interpreter may already be running, waiting for it
     for step in steps:
         # The cgroup bounds job and agent together (and a compile-sized container lets a run
         # step use the compile budget): the agent measures every step, memory held in files

@@ -51,48 +51,17 @@ TOKEN: str | None = None
 # True from a job's arrival until its scrub is done: the only time a process of the job exists.
 BUSY = False
 
-# A Python run step's interpreter is started once the scrub after a job is done, before the
-# next job arrives (``python3 -c WARM_STUB FD``): it waits for the program's name and
-# arguments on a pipe, closes it, and runs the program as ``python3 main.py ARGS`` would
-# (same __main__ names, sys.argv, sys.path[0], tracebacks without this code's frame). It is a
-# new process started after every process of the job before was killed, so it holds nothing
-# of that job; the job's limits, environment and session are the ones a cold start gets.
-WARM_STUB = """
-def _runbox_start():
-    import os, sys
-    control = int(sys.argv[1])
-    data = b""
-    while chunk := os.read(control, 65536):
-        data += chunk
-    os.close(control)
-    if not data:
-        os._exit(0)
-    argv = [os.fsdecode(a) for a in data.split(b"\\0")]
-    path = os.path.join(os.getcwd(), argv[0])
-    sys.argv = argv
-    sys.orig_argv = [sys.orig_argv[0], *argv]
-    sys.path[0] = os.path.dirname(path)
-    names = sys.modules["__main__"].__dict__
-    names.clear()
-    names.update(__name__="__main__", __doc__=None, __package__=None, __spec__=None, __annotations__={},
-                 __builtins__=sys.modules["builtins"], __file__=path, __cached__=None,
-                 __loader__=sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path))
-    with open(path, "rb") as source:
-        code = compile(source.read(), path, "exec")
-    try:
-        exec(code, names)
-    except SystemExit:
-        raise
-    except BaseException as error:
-        error = error.with_traceback(error.__traceback__.tb_next)
-        sys.excepthook(type(error), error, error.__traceback__)
-        sys.exit(1)
-_runbox_start()
-"""
+# A run step marked ``warm`` (the command its language's JSON names as ``warm_start``: the
+# interpreter and its stub under /opt/runbox/warm) may be served by an interpreter started once
+# the scrub after a job is done, before the next job arrives, as ``WARM... FD``: the stub waits
+# for the program's name and arguments on pipe FD, closes it, and runs the program as the cold
+# command would (see each stub and docs/security.md). It is a new process started after every
+# process of the job before was killed, so it holds nothing of that job; the job's limits,
+# environment and session are the ones a cold start gets.
 
 
 class Warm:
-    """An interpreter started ahead of a job, for a run step like ``key`` (see WARM_STUB)."""
+    """An interpreter started ahead of a job, for a run step like ``key`` (see prepare_warm)."""
 
     def __init__(self, key: str, proc: subprocess.Popen, control: int, held_before: int) -> None:
         self.key = key
@@ -395,8 +364,8 @@ def spawn(argv: list, step: dict, env: dict, separate: bool, pass_fds: tuple = (
 
 def warm_key(step: dict, env: dict) -> str:
     """What a warm interpreter must have been started with to serve ``step``."""
-    return json.dumps([step["argv"][0], step["limits"], step.get("nproc"), bool(step.get("ipc_namespace")), env,
-                       bool(step.get("watch_memory_kb"))], sort_keys=True)
+    return json.dumps([step["warm"], step["argv"][0], step["limits"], step.get("nproc"),
+                       bool(step.get("ipc_namespace")), env, bool(step.get("watch_memory_kb"))], sort_keys=True)
 
 
 def prepare_warm(step: dict, env: dict) -> None:
@@ -405,7 +374,7 @@ def prepare_warm(step: dict, env: dict) -> None:
     held = held_memory_kb() if step.get("watch_memory_kb") else -1
     read, write = os.pipe()
     try:
-        proc = spawn([step["argv"][0], "-c", WARM_STUB, str(read)], step, env, True, (read,))
+        proc = spawn([*step["warm"], str(read)], step, env, True, (read,))
     except OSError:
         os.close(write)
         return
