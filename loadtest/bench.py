@@ -3,7 +3,7 @@
     python -m loadtest.bench latency    [--runs 200] [--runtime runc|runsc] [--split] [--direct]
     python -m loadtest.bench throughput [--seconds 60] [--concurrency 32] [--split]
     python -m loadtest.bench warmup     [--split]
-    python -m loadtest.bench languages  [--runs 5] [--split]
+    python -m loadtest.bench languages  [--runs 5] [--split] [--languages python,ruby]
     python -m loadtest.bench storm      [--jobs 10000] [--concurrency 200] [--split]
     python -m loadtest.bench gate       [--runs 500]
     python -m loadtest.bench judge      [--seconds 60] [--concurrency 8] [--cases 20]
@@ -357,6 +357,8 @@ def languages(args: argparse.Namespace) -> None:
     from tests.language_programs_more import ALL_PROGRAMS as PROGRAMS
 
     names = [n for n in Registry.load(image_tag=Settings.from_env().image_tag).names() if n in PROGRAMS]
+    if args.languages:
+        names = [n for n in names if n in args.languages.split(",")]
 
     def body(target: Target) -> None:
         figures: dict[str, list[float]] = {}
@@ -462,6 +464,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10000, help="storm: submissions")
     parser.add_argument("--runtime", default="runc", choices=["runc", "runsc"])
     parser.add_argument("--url", default="")
+    parser.add_argument("--languages", default="", help="languages: only these (comma separated)")
     parser.add_argument("--split", action="store_true", help="gateway and executor in separate processes")
     parser.add_argument("--executor", default="", help="with --url: the executor's RUNBOX_EXECUTOR_NAME")
     parser.add_argument("--direct", action="store_true", help="executors use the engine's socket, not a gate")

@@ -8,8 +8,8 @@ limited to the languages the attacks use, with small pools and allowances no att
 exhaust. Its environment holds a secret (an API key, and the broker URL's connection name:
 the password must stay the broker's) that no job may ever see.
 
-The persistence attacks use a second service per runtime (``reuse_target``): python, bash
-and ruby only, one container each (pool 1:1:1) and a memory budget of exactly those three,
+The persistence attacks use a second service per runtime (``reuse_target``): python, bash,
+ruby, javascript and php only, one container each (pool 1:1:1) and a memory budget of exactly those,
 so the pool cannot warm a replacement while a container is being scrubbed: a job and the
 job after it run in the same container, which is how those attacks prove the scrub.
 
@@ -44,7 +44,7 @@ from tests.runbox_client import Client, Service, SseEvent
 RUNTIMES = ("runc", "runsc")
 LANGUAGES = ("python", "c", "bash", "javascript", "go", "ruby", "java", "rust")
 POOLS = "python=1:1:2,bash=1:1:2,ruby=0:1:1,c=1:2:3,javascript=1:1:2,go=0:1:1,java=0:1:1,rust=0:1:1"
-REUSE_LANGUAGES = ("python", "bash", "ruby")
+REUSE_LANGUAGES = ("python", "bash", "ruby", "javascript", "php")
 # A secret the service holds: an API key (hashed by the service) and the broker URL's
 # connection name. A job must never see either, nor any RUNBOX_* variable.
 SECRET = f"sekret-{secrets.token_hex(8)}"
@@ -62,6 +62,7 @@ HELLO: dict[str, str] = {
     "ruby": 'puts "hello, after"\n',
     "java": 'public class Main { public static void main(String[] a) { System.out.println("hello, after"); } }\n',
     "rust": 'fn main() { println!("hello, after"); }\n',
+    "php": '<?php echo "hello, after\\n";\n',
 }
 
 
@@ -238,6 +239,11 @@ class Batch:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def reused(t: Target, language: str, before: str) -> None:
+    """After a job, the language's single container is the one it ran in: its scrub passed the check."""
+    assert t.settle(language) == before, f"container replaced: its scrub found traces ({t.service.log_path})"
 
 
 def make_batch(target: Target, attacks: dict[str, Callable[[Target], None]], workers: int = 6) -> Iterator[Batch]:

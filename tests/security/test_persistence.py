@@ -1,6 +1,6 @@
 """Persistence attacks: what one job leaves behind must be gone before the next job starts.
 
-These attacks run on ``reuse_target``, whose python, bash and ruby have one container each,
+These attacks run on ``reuse_target``, whose languages have one container each,
 so job B runs in the very container job A attacked; every attack checks that the container was reused (the same
 single container before A and after B: the agent's scrub passed its own check) and that B
 finds nothing of A: no process (a daemon that double-forked, called setsid, used nohup or
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.security.conftest import Batch, Target, attack_registry, make_batch
+from tests.security.conftest import Batch, Target, attack_registry, make_batch, reused
 
 ATTACKS, attack = attack_registry()
 FIRE_AFTER_S = 1.5  # a leftover acts this long after its job ended ...
@@ -77,11 +77,6 @@ MAIN_FILE = {"python": "main.py", "bash": "main.sh", "ruby": "main.rb"}
 
 # One sequence at a time per language: job B must follow job A in A's container.
 LOCKS = {language: threading.Lock() for language in MAIN_FILE}
-
-
-def reused(t: Target, language: str, before: str) -> None:
-    """After a job, the language's single container is the one it ran in: its scrub passed the check."""
-    assert t.settle(language) == before, f"container replaced: its scrub found traces ({t.service.log_path})"
 
 
 def leave_and_look(t: Target, language: str, source_a: str, *, expect_a: str = "completed") -> dict[str, Any]:
@@ -308,63 +303,6 @@ def _leftovers_python(t: Target) -> None:
     assert seen["procs"] == [], (seen, made)
     reused(t, "python", before)
     t.normal_job_works("python")
-
-
-@attack("interpreter_state_python")
-def interpreter_state_python(t: Target) -> None:
-    """Python's next job may run in an interpreter the agent started before it came: it must
-    be a new process, started after this one's scrub, with nothing this job did to its own."""
-    with LOCKS["python"]:
-        _interpreter_state_python(t)
-
-
-INTERPRETER_A = """
-import builtins, json, os, signal, sys
-mark = sys.argv[1]
-builtins.LEFT = mark  # the interpreter's own state: builtins, modules, environment, umask, signals
-sys.modules["left_" + mark] = sys
-os.environ["LEFT"] = mark
-os.umask(0)
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-sys.path.insert(0, "/tmp")
-print(json.dumps({"pid": os.getpid()}))
-"""
-INTERPRETER_B = """
-import builtins, json, os, signal, sys
-mark = sys.argv[1]
-umask = os.umask(0o077)
-print(json.dumps({
-    "pid": os.getpid(), "parent": os.getppid(), "builtins": getattr(builtins, "LEFT", None),
-    "modules": [m for m in sys.modules if m.startswith("left_")], "environ": os.environ.get("LEFT"),
-    "umask": umask, "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, "path": sys.path[:2],
-    "argv": sys.argv, "file": __file__, "main": sorted(globals()),
-}))
-raise LookupError(mark)  # its traceback is the program's alone, as under `python3 main.py`
-"""
-
-
-def _interpreter_state_python(t: Target) -> None:
-    mark = f"left{secrets.token_hex(4)}"
-    before = t.settle("python")
-    state_a = t.run("python", INTERPRETER_A, args=[mark])
-    assert state_a["status"] == "completed", t.explain(state_a)
-    pid_a = json.loads(state_a["result"]["stdout"])["pid"]
-    reused(t, "python", before)
-    state_b = t.run("python", INTERPRETER_B, args=[mark])
-    assert state_b["status"] == "completed" and state_b["result"]["exit_code"] == 1, t.explain(state_b)
-    trace = state_b["result"]["stderr"].splitlines()
-    assert trace[:2] == ["Traceback (most recent call last):", '  File "/work/main.py", line 11, in <module>'], trace
-    assert sum("File " in line for line in trace) == 1 and trace[-1] == f"LookupError: {mark}", trace
-    seen = json.loads(state_b["result"]["stdout"])
-    assert seen["pid"] != pid_a and seen["parent"] == 1, seen
-    assert seen["builtins"] is None and seen["modules"] == [] and seen["environ"] is None, seen
-    assert seen["umask"] == 0o077 and seen["sigterm"] is False, seen  # the agent's umask, default signals
-    assert seen["path"][0] == "/work" and "/tmp" not in seen["path"], seen
-    assert seen["argv"] == ["main.py", mark] and seen["file"] == "/work/main.py", seen
-    assert seen["main"] == ["__annotations__", "__builtins__", "__cached__", "__doc__", "__file__", "__loader__",
-                            "__name__", "__package__", "__spec__", "builtins", "json", "mark", "os", "signal",
-                            "sys", "umask"], seen
-    reused(t, "python", before)
 
 
 @attack("symlinks_to_host_paths_python")

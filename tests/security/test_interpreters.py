@@ -1,0 +1,288 @@
+"""Warm interpreters: the next job's interpreter, started before it came, holds nothing of the job before.
+
+After a clean scrub the agent of a warm-started language (python, javascript, ruby, php) starts
+the interpreter the next job will run in, waiting for its program (docs/security.md). These
+attacks run on ``reuse_target``, where each language has one container: job A changes its
+own interpreter's state (globals, environment, umask, handlers, the module cache), job B runs
+in the interpreter started after A's scrub and reports what it sees. For javascript, ruby and
+php job C runs B's program again with another timeout, which a warm interpreter started for
+the default limits cannot serve, so C starts cold: B's report and uncaught exception must be
+C's, but for the differences docs/security.md names (each is checked, which also proves that
+B ran warm and C cold).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.security.conftest import Batch, Target, attack_registry, make_batch, reused
+
+ATTACKS, attack = attack_registry()
+LOCKS = {language: threading.Lock() for language in ("python", "javascript", "ruby", "php")}
+COLD_LIMITS = {"timeout_s": 6}  # not the default: a warm interpreter started for the default cannot serve it
+
+
+@attack("interpreter_state_python")
+def interpreter_state_python(t: Target) -> None:
+    """Python's next job may run in an interpreter the agent started before it came: it must
+    be a new process, started after this one's scrub, with nothing this job did to its own."""
+    with LOCKS["python"]:
+        _interpreter_state_python(t)
+
+
+INTERPRETER_A = """
+import builtins, json, os, signal, sys
+mark = sys.argv[1]
+builtins.LEFT = mark  # the interpreter's own state: builtins, modules, environment, umask, signals
+sys.modules["left_" + mark] = sys
+os.environ["LEFT"] = mark
+os.umask(0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+sys.path.insert(0, "/tmp")
+print(json.dumps({"pid": os.getpid()}))
+"""
+INTERPRETER_B = """
+import builtins, json, os, signal, sys
+mark = sys.argv[1]
+umask = os.umask(0o077)
+print(json.dumps({
+    "pid": os.getpid(), "parent": os.getppid(), "builtins": getattr(builtins, "LEFT", None),
+    "modules": [m for m in sys.modules if m.startswith("left_")], "environ": os.environ.get("LEFT"),
+    "umask": umask, "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, "path": sys.path[:2],
+    "argv": sys.argv, "file": __file__, "main": sorted(globals()),
+}))
+raise LookupError(mark)  # its traceback is the program's alone, as under `python3 main.py`
+"""
+
+
+def _interpreter_state_python(t: Target) -> None:
+    mark = f"left{secrets.token_hex(4)}"
+    before = t.settle("python")
+    state_a = t.run("python", INTERPRETER_A, args=[mark])
+    assert state_a["status"] == "completed", t.explain(state_a)
+    pid_a = json.loads(state_a["result"]["stdout"])["pid"]
+    reused(t, "python", before)
+    state_b = t.run("python", INTERPRETER_B, args=[mark])
+    assert state_b["status"] == "completed" and state_b["result"]["exit_code"] == 1, t.explain(state_b)
+    trace = state_b["result"]["stderr"].splitlines()
+    assert trace[:2] == ["Traceback (most recent call last):", '  File "/work/main.py", line 11, in <module>'], trace
+    assert sum("File " in line for line in trace) == 1 and trace[-1] == f"LookupError: {mark}", trace
+    seen = json.loads(state_b["result"]["stdout"])
+    assert seen["pid"] != pid_a and seen["parent"] == 1, seen
+    assert seen["builtins"] is None and seen["modules"] == [] and seen["environ"] is None, seen
+    assert seen["umask"] == 0o077 and seen["sigterm"] is False, seen  # the agent's umask, default signals
+    assert seen["path"][0] == "/work" and "/tmp" not in seen["path"], seen
+    assert seen["argv"] == ["main.py", mark] and seen["file"] == "/work/main.py", seen
+    assert seen["main"] == ["__annotations__", "__builtins__", "__cached__", "__doc__", "__file__", "__loader__",
+                            "__name__", "__package__", "__spec__", "builtins", "json", "mark", "os", "signal",
+                            "sys", "umask"], seen
+    reused(t, "python", before)
+
+
+def warm_and_cold(t: Target, language: str, source_a: str, source_b: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Job A, then B (warm, after A's scrub) and C (B's program started cold) in A's container."""
+    mark = f"left{secrets.token_hex(4)}"
+    with LOCKS[language]:
+        before = t.settle(language)
+        state_a = t.run(language, source_a, args=[mark])
+        assert state_a["status"] == "completed" and state_a["result"]["exit_code"] == 0, t.explain(state_a)
+        reused(t, language, before)
+        warm = t.run(language, source_b, args=[mark])
+        reused(t, language, before)
+        cold = t.run(language, source_b, args=[mark], limits=COLD_LIMITS)
+        reused(t, language, before)
+    pid_a = json.loads(state_a["result"]["stdout"])["pid"]
+    for state in (warm, cold):
+        assert state["status"] == "completed" and state["result"]["exit_code"] == warm["result"]["exit_code"], (
+            t.explain(warm), t.explain(cold))
+        seen = json.loads(state["result"]["stdout"].splitlines()[0])
+        assert seen["pid"] != pid_a and seen["parent"] == 1, seen
+    return mark, warm, cold
+
+
+def reports(warm: dict[str, Any], cold: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """B's and C's reports, without their process ids."""
+    seen = [json.loads(state["result"]["stdout"].splitlines()[0]) for state in (warm, cold)]
+    for report in seen:
+        del report["pid"]
+    return seen[0], seen[1]
+
+
+@attack("interpreter_state_javascript")
+def interpreter_state_javascript(t: Target) -> None:
+    """Node's next job: no global, prototype, environment, umask, handler or module of A's."""
+    mark, warm, cold = warm_and_cold(t, "javascript", NODE_A, NODE_B)
+    seen, fresh = reports(warm, cold)
+    assert seen == fresh, (seen, fresh)
+    assert seen == {
+        "parent": 1, "global": None, "proto": None, "environ": None, "umask": 0o077, "sigterm": 0, "exit": 0,
+        "prepare": "undefined", "planted": "MODULE_NOT_FOUND", "argv": ["/usr/bin/node", "/work/main.js", mark],
+        "file": "/work/main.js", "main": True, "mainModule": True, "cache": ["/work/main.js"],
+    }, seen
+    # The uncaught exception reads as under `node main.js` but for the two frames below the
+    # program's module loading: the warm start runs it from the event loop's first turn.
+    stderr = {"warm": warm["result"]["stderr"], "cold": cold["result"]["stderr"]}
+    lines = {k: v.splitlines() for k, v in stderr.items()}
+    assert lines["warm"][0] == "/work/main.js:14" and f"RangeError: {mark}" in lines["warm"], stderr
+    assert "/opt/runbox" not in stderr["warm"], stderr
+    assert any("at process.processImmediate (node:internal/timers:" in line for line in lines["warm"]), stderr
+    assert any("at node:internal/main/run_main_module" in line for line in lines["cold"]), stderr
+    differ = ("executeUserEntryPoint", "processImmediate", "run_main_module")
+    same = {k: [line for line in v if not any(word in line for word in differ)] for k, v in lines.items()}
+    assert same["warm"] == same["cold"], stderr
+
+
+NODE_A = """
+const fs = require("fs");
+const mark = process.argv[2];
+globalThis.LEFT = mark;  // the interpreter's own state: globals, prototypes, environment, umask,
+Object.prototype.left = mark;  // handlers, the stack trace formatter, the module cache
+process.env.LEFT = mark;
+process.umask(0);
+process.on("SIGTERM", () => {});
+process.on("exit", () => {});
+Error.prepareStackTrace = () => mark;
+require.cache["/work/left.js"] = require.cache[__filename];
+fs.mkdirSync("/work/node_modules/left", { recursive: true });  // a module for the next job to require
+fs.writeFileSync("/work/node_modules/left/index.js", `module.exports = ${JSON.stringify(mark)};`);
+console.log(JSON.stringify({ pid: process.pid }));
+"""
+NODE_B = """
+const mark = process.argv[2];
+const umask = process.umask(0o077);
+let planted;
+try { planted = require("left"); } catch (error) { planted = error.code; }
+console.log(JSON.stringify({
+  pid: process.pid, parent: process.ppid, global: globalThis.LEFT ?? null, proto: ({}).left ?? null,
+  environ: process.env.LEFT ?? null, umask, sigterm: process.listenerCount("SIGTERM"),
+  exit: process.listenerCount("exit"), prepare: typeof Error.prepareStackTrace, planted, argv: process.argv,
+  file: __filename, main: require.main === module, mainModule: process.mainModule === module,
+  cache: Object.keys(require.cache),
+}));
+function fail() {
+  throw new RangeError(mark);
+}
+fail();
+"""
+
+
+@attack("interpreter_state_ruby")
+def interpreter_state_ruby(t: Target) -> None:
+    """Ruby's next job: no global, constant, monkey patch, environment, umask, trap or load path of A's."""
+    mark, warm, cold = warm_and_cold(t, "ruby", RUBY_A, RUBY_B)
+    seen, fresh = reports(warm, cold)
+    # `caller` at the top level sees the warm start's frames (a documented difference).
+    assert seen.pop("callers") == ["/opt/runbox/warm/ruby.rb"] and fresh.pop("callers") == [], (seen, fresh)
+    assert seen == fresh, (seen, fresh)
+    assert seen == {
+        "parent": 1, "global": None, "constant": None, "environ": None, "umask": 0o077, "sigterm": "String",
+        "string": False, "load_path": False, "sync": False, "argv": [mark], "program": "main.rb", "file": "main.rb",
+        "main": True, "locals": ["mark", "umask", "term"],
+    }, seen
+    assert warm["result"]["stderr"] == cold["result"]["stderr"] == (
+        f"main.rb:13:in `fail': {mark} (IndexError)\n\tfrom main.rb:15:in `<main>'\n"), (warm, cold)
+
+
+RUBY_A = r"""
+mark = ARGV[0]
+$left = mark  # the interpreter's own state: globals, constants, classes, environment, umask, traps
+LEFT = mark
+ENV["LEFT"] = mark
+File.umask(0)
+trap("TERM") { }
+class String
+  def left = "left"
+end
+$LOAD_PATH.unshift("/tmp")
+$stdout.sync = true
+puts "{\"pid\": #{Process.pid}}"
+"""
+RUBY_B = r"""
+require "json"
+mark = ARGV[0]
+umask = File.umask(0o077)
+term = trap("TERM", "DEFAULT")
+puts JSON.generate({
+  "pid" => Process.pid, "parent" => Process.ppid, "global" => $left, "constant" => defined?(LEFT),
+  "environ" => ENV["LEFT"], "umask" => umask, "sigterm" => term.class.name, "string" => "".respond_to?(:left),
+  "load_path" => $LOAD_PATH.include?("/tmp"), "sync" => $stdout.sync, "argv" => ARGV, "program" => $0,
+  "file" => __FILE__, "main" => __FILE__ == $0, "locals" => local_variables,
+  "callers" => caller.map { |frame| frame[/\A[^:]*/] }.uniq,
+})
+def fail(mark) = raise(IndexError, mark)
+
+fail(mark)
+"""
+
+
+@attack("interpreter_state_php")
+def interpreter_state_php(t: Target) -> None:
+    """PHP's next job: no global, constant, function, class, environment, umask, ini setting or handler of A's."""
+    mark, warm, cold = warm_and_cold(t, "php", PHP_A, PHP_B)
+    seen, fresh = reports(warm, cold)
+    # get_included_files() names the warm start's file first (a documented difference).
+    assert seen.pop("included") == ["/opt/runbox/warm/php.php", "/work/main.php"], seen
+    assert fresh.pop("included") == ["/work/main.php"], fresh
+    assert seen == fresh, (seen, fresh)
+    assert seen == {
+        "parent": 1, "global": None, "constant": False, "function": False, "class": False, "environ": False,
+        "umask": 0o077, "precision": "14", "sigterm": 0, "handler": False, "argv": ["main.php", mark], "argc": 2,
+        "server": [["main.php", mark], 2, "main.php", "main.php", "main.php"], "file": "/work/main.php",
+        "globals": ["_GET", "_POST", "_COOKIE", "_FILES", "argv", "argc", "_SERVER", "mark", "umask"],
+    }, seen
+    # The uncaught exception's trace has one more frame: the warm start's require of the program.
+    lines = {"warm": warm["result"]["stderr"].splitlines(), "cold": cold["result"]["stderr"].splitlines()}
+    assert f"PHP Fatal error:  Uncaught OutOfRangeException: {mark} in /work/main.php:16" in lines["cold"], lines
+    assert "#1 /opt/runbox/warm/php.php(23): require('...')" in lines["warm"], lines
+    renumbered = [line for line in lines["warm"] if not line.startswith("#1 /opt/runbox/warm/php.php(")]
+    assert [line.replace("#2 {main}", "#1 {main}") for line in renumbered] == lines["cold"], lines
+
+
+PHP_A = r"""<?php
+$mark = $argv[1];
+$GLOBALS['left'] = $mark;  // the interpreter's own state: globals, constants, functions, classes,
+define('LEFT', $mark);  // environment, umask, ini settings, signal and error handlers
+putenv("LEFT=$mark");
+umask(0);
+ini_set('precision', '3');
+function left_function() {}
+class LeftClass {}
+pcntl_signal(SIGTERM, function () {});
+set_error_handler(fn () => true);
+echo json_encode(['pid' => getmypid()]), "\n";
+"""
+PHP_B = r"""<?php
+$mark = $argv[1];
+$umask = umask(0077);
+echo json_encode([
+    'pid' => getmypid(), 'parent' => posix_getppid(), 'global' => $GLOBALS['left'] ?? null,
+    'constant' => defined('LEFT'), 'function' => function_exists('left_function'),
+    'class' => class_exists('LeftClass'), 'environ' => getenv('LEFT'), 'umask' => $umask,
+    'precision' => ini_get('precision'), 'sigterm' => pcntl_signal_get_handler(SIGTERM),
+    'handler' => set_error_handler(null) !== null, 'argv' => $argv, 'argc' => $argc,
+    'server' => [$_SERVER['argv'], $_SERVER['argc'], $_SERVER['SCRIPT_FILENAME'], $_SERVER['SCRIPT_NAME'],
+                 $_SERVER['PHP_SELF']],
+    'file' => __FILE__, 'globals' => array_keys(get_defined_vars()), 'included' => get_included_files(),
+]), "\n";
+function fail(string $mark): void
+{
+    throw new OutOfRangeException($mark);
+}
+fail($mark);
+"""
+
+
+@pytest.fixture(scope="module")
+def batch(reuse_target: Target) -> Iterator[Batch]:
+    yield from make_batch(reuse_target, ATTACKS)
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_no_interpreter_state_survives(batch: Batch, name: str) -> None:
+    batch.result(name)
