@@ -62,6 +62,7 @@ def test_limiter_forgets_least_recent_identities() -> None:
 @pytest.fixture(scope="module")
 def limited(real_stack: None) -> Iterator[Service]:
     svc = Service(
+        RUNBOX_LANGUAGES="python",  # the limiter is the gateway's: one warm pool is enough to run what it lets in
         RUNBOX_ANONYMOUS_BURST="4",
         # One token back every 4 s: slow enough that a busy machine taking a second over the
         # first five submissions does not refill the bucket before the fifth (seen in CI at 2/s).
@@ -105,7 +106,7 @@ def test_unknown_key_is_401_not_a_crash(limited: Service) -> None:
 
 def test_forwarded_for_only_counts_from_trusted_proxies(real_stack: None) -> None:
     body = {"language": "python", "source": "print(1)"}
-    env = {"RUNBOX_ANONYMOUS_BURST": "2", "RUNBOX_ANONYMOUS_RATE_PER_S": "0.01"}
+    env = {"RUNBOX_LANGUAGES": "python", "RUNBOX_ANONYMOUS_BURST": "2", "RUNBOX_ANONYMOUS_RATE_PER_S": "0.01"}
     untrusted = Service(**env).start()
     try:
         client = untrusted.client()
@@ -127,8 +128,8 @@ def test_forwarded_for_only_counts_from_trusted_proxies(real_stack: None) -> Non
 
 def test_keys_required_keeps_anonymous_out_except_the_playground(real_stack: None) -> None:
     body = {"language": "python", "source": "print('p')"}
-    svc = Service(RUNBOX_REQUIRE_KEYS="true", RUNBOX_API_KEYS="standard:plain:k1",
-                  RUNBOX_ALLOW_ANONYMOUS_PLAYGROUND="true").start()
+    keys = {"RUNBOX_LANGUAGES": "python", "RUNBOX_REQUIRE_KEYS": "true", "RUNBOX_API_KEYS": "standard:plain:k1"}
+    svc = Service(RUNBOX_ALLOW_ANONYMOUS_PLAYGROUND="true", **keys).start()
     try:
         anonymous = svc.client()
         refused = anonymous.submit(body)
@@ -141,8 +142,7 @@ def test_keys_required_keeps_anonymous_out_except_the_playground(real_stack: Non
         assert anonymous.events(job_id)[-1].data["result"]["stdout"] == "p\n"
     finally:
         svc.stop()
-    closed = Service(RUNBOX_REQUIRE_KEYS="true", RUNBOX_API_KEYS="standard:plain:k1",
-                     RUNBOX_ALLOW_ANONYMOUS_PLAYGROUND="false").start()
+    closed = Service(RUNBOX_ALLOW_ANONYMOUS_PLAYGROUND="false", **keys).start()
     try:
         assert closed.client().submit(body, headers={"X-Runbox-Playground": "1"}).status_code == 401
     finally:
