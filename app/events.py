@@ -17,6 +17,7 @@ import secrets
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,9 +268,9 @@ class EventLog:
         """The live record of ``record``'s job (a replay may have replaced it meanwhile)."""
         return self._records.get(record.state.id, record)
 
-    def in_flight(self, identity: str) -> int:
-        """Jobs of ``identity`` that are queued or running, deployment-wide."""
-        return len(self._in_flight.get(identity, ()))
+    def in_flight(self, identity: str) -> AbstractSet[str]:
+        """The ids of ``identity``'s jobs that are queued or running, deployment-wide (a live view)."""
+        return self._in_flight.get(identity, frozenset())
 
     # --- reading -----------------------------------------------------------------------------
     async def sync(self, timeout: float = 5.0) -> None:

@@ -177,8 +177,8 @@ def test_a_gateway_sheds_submissions_beyond_its_bound_with_503_and_retry_after()
     from app.web.errors import ApiError
 
     class NoJobs:
-        def in_flight(self, identity: str) -> int:
-            return 0
+        def in_flight(self, identity: str) -> set[str]:
+            return set()
 
     admission = Admission(Settings(max_pending_submits=2, retry_after_s=3), NoJobs())  # type: ignore[arg-type]
     who = Identity("key:abc", KeyTier("t", 1000.0, 1000, 1000, 10))
@@ -195,6 +195,39 @@ def test_a_gateway_sheds_submissions_beyond_its_bound_with_503_and_retry_after()
     second.release()
     third.release()
     assert admission.pending == 0
+
+
+def test_a_job_read_back_before_its_publish_is_confirmed_counts_once_against_the_cap() -> None:
+    from app.config import KeyTier
+    from app.gateway.admission import Admission
+    from app.gateway.identity import Identity
+    from app.web.errors import ApiError
+
+    class Log:  # the event log's view: jobs whose "queued" event it has read
+        def __init__(self) -> None:
+            self.seen: set[str] = set()
+
+        def in_flight(self, identity: str) -> set[str]:
+            return self.seen
+
+    log = Log()
+    admission = Admission(Settings(), log)  # type: ignore[arg-type]
+    who = Identity("anon:127.0.0.1", KeyTier("t", 1000.0, 1000, 2, 10))
+    first = admission.submit(who)
+    first.bind("job-1")
+    log.seen.add("job-1")  # the stream tail read its "queued" event; the publish is not confirmed yet
+    second = admission.submit(who)  # one job held, one more allowed
+    second.bind("job-2")
+    with pytest.raises(ApiError) as refused:
+        admission.submit(who)
+    assert refused.value.code == "too_many_jobs"
+    first.release()
+    second.release()
+    log.seen.add("job-2")
+    with pytest.raises(ApiError):
+        admission.submit(who)  # both are queued or running: the cap holds without reservations
+    log.seen.clear()
+    admission.submit(who).release()
 
 
 def test_a_short_jobs_events_go_out_as_one_message_and_read_back_in_order() -> None:

@@ -5,7 +5,9 @@ header lookup and a token-bucket update, nothing more. A submission's concurrent
 allowance is *reserved* in the same step (check and reserve with no ``await`` between them,
 so a burst of simultaneous submissions cannot all pass a check made before any of them was
 published); the reservation is released once the publish succeeded (the job is then counted
-from the event log) or failed.
+from the event log) or failed. A reservation names its job once the job has an id: the event
+log may read the job's "queued" event back before the publish is confirmed, and a job counted
+both ways would refuse a client that is within its allowance.
 
 Before any of that, a gateway that already has ``max_pending_submits`` submissions in hand
 sheds the new one with 503 + ``Retry-After``: under a storm, work beyond what the deployment
@@ -34,13 +36,19 @@ class Reservation:
     jobs: int
     decision: Decision
     released: bool = field(default=False)
+    job_ids: list[str] = field(default_factory=list)
+
+    def bind(self, job_id: str) -> None:
+        """Name a job this reservation holds a slot for, before it is published."""
+        self.job_ids.append(job_id)
+        self.admission.bind(self.identity, job_id)
 
     def release(self) -> None:
         """Give the slots back (idempotent); call when the publish succeeded or failed."""
         if not self.released:
             self.released = True
             self.admission.pending -= 1
-            self.admission.unreserve(self.identity, self.jobs)
+            self.admission.unreserve(self.identity, self.jobs, self.job_ids)
 
     def grow(self, jobs: int) -> None:
         """Take tokens and reserve slots for ``jobs`` more (a batch, whose size is known only once parsed)."""
@@ -64,6 +72,7 @@ class Admission:
         self.limiter = RateLimiter()
         self.share = max(1, settings.gateway_count)
         self._reserved: dict[str, int] = defaultdict(int)
+        self._bound: dict[str, set[str]] = {}  # ids of reserved jobs, which the event log may count too
         self._streams: dict[str, int] = defaultdict(int)
         self.pending = 0  # submissions admitted and not yet answered
 
@@ -112,8 +121,15 @@ class Admission:
         burst = max(1, int(tier.burst * factor))
         return self._take("read:" + identity.key, identity, rate, burst, cost, "reads")
 
+    def held(self, identity: Identity) -> int:
+        """Jobs the identity has queued or running, or is submitting now; each counted once."""
+        in_flight = self.events.in_flight(identity.tag)
+        bound = self._bound.get(identity.tag, ())
+        both = sum(1 for job_id in bound if job_id in in_flight)
+        return len(in_flight) + self._reserved.get(identity.tag, 0) - both
+
     def reserve(self, identity: Identity, jobs: int, headers: dict[str, str]) -> None:
-        running = self.events.in_flight(identity.tag) + self._reserved.get(identity.tag, 0)
+        running = self.held(identity)
         allowed = identity.tier.max_concurrent_jobs
         if running + jobs > allowed:
             raise ApiError(
@@ -126,12 +142,20 @@ class Admission:
             )
         self._reserved[identity.tag] += jobs
 
-    def unreserve(self, identity: Identity, jobs: int) -> None:
+    def bind(self, identity: Identity, job_id: str) -> None:
+        self._bound.setdefault(identity.tag, set()).add(job_id)
+
+    def unreserve(self, identity: Identity, jobs: int, job_ids: list[str]) -> None:
         left = self._reserved.get(identity.tag, 0) - jobs
         if left > 0:
             self._reserved[identity.tag] = left
         else:
             self._reserved.pop(identity.tag, None)
+        bound = self._bound.get(identity.tag)
+        if bound is not None:
+            bound.difference_update(job_ids)
+            if not bound:
+                del self._bound[identity.tag]
 
     def open_stream(self, identity: Identity) -> None:
         """Count an event stream against the identity's allowance on this gateway; 429 when full."""

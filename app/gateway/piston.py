@@ -328,6 +328,7 @@ async def execute() -> Any:
     with gw.admission.submit(identity) as reservation:
         sub = draft(gw.registry, await gw.read_json())
         job = await gw.validator.check(sub, identity)
+        reservation.bind(job.id)
         await gw.publisher.submit(job, "piston")
     language = sub.language
     budget = job.limits.timeout_s + (language.compile.timeout_s if language.compile else 0.0) + SYNC_WAIT_SLACK_S

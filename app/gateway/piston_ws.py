@@ -116,10 +116,11 @@ async def wait_init() -> dict[str, Any]:
 async def admit(gw: Gateway, init: dict[str, Any]) -> Job:
     """The session's job: identified, admitted, validated and published like every other one."""
     identity = gw.identities.identify(websocket.headers, websocket.remote_addr)
-    with gw.admission.submit(identity):
+    with gw.admission.submit(identity) as reservation:
         # The program's input is what the client sends from now on (Piston ignores ``stdin`` here).
         sub = dataclasses.replace(draft(gw.registry, init), stdin="", interactive=True)
         job = await gw.validator.check(sub, identity)
+        reservation.bind(job.id)
         await gw.publisher.submit(job, "piston")
     return job
 

@@ -46,6 +46,7 @@ async def submit() -> Any:
     identity = gw.identify(playground=request.headers.get(PLAYGROUND_HEADER) == "1")
     with gw.admission.submit(identity) as reservation:
         job = await gw.validator.check(draft(await gw.read_json()), identity)
+        reservation.bind(job.id)
         await gw.publisher.submit(job, "v1")
     base = request.root_path or ""
     location = f"{base}/api/v1/jobs/{job.id}"

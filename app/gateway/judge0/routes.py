@@ -211,6 +211,7 @@ async def create_submission() -> Any:
         job = await prepare(gw, identity, sub)
         if not isinstance(job, Job):
             raise unprocessable(job)
+        reservation.bind(job.id)
         await enqueue(gw, job, sub)
     headers = reservation.decision.headers()
     if not wait:
@@ -260,6 +261,7 @@ async def create_batch() -> Any:
             if not isinstance(job, Job) or not isinstance(sub, Submission):
                 answers.append(job)
                 continue
+            reservation.bind(job.id)
             try:
                 await enqueue(gw, job, sub)
             except ApiError as exc:
