@@ -122,9 +122,7 @@ def test_flood_in_one_language_does_not_starve_another(real_stack: None) -> None
         assert took < 5, f"bash waited {took:.1f}s behind the python flood"
         still_waiting = sum(client.state(j)["status"] in ("queued", "running") for j in flood)
         assert still_waiting > 4, "the python flood was still going when bash ran"
-        for job_id in flood:
-            client.wait_state(job_id, timeout=120)
-    finally:
+    finally:  # the flood is not waited out: stopping drains the running jobs, the queue goes with the prefix
         svc.stop()
 
 
