@@ -3,7 +3,7 @@
     python -m loadtest.bench latency    [--runs 200] [--runtime runc|runsc] [--split] [--direct]
     python -m loadtest.bench throughput [--seconds 60] [--concurrency 32] [--split]
     python -m loadtest.bench warmup     [--split]
-    python -m loadtest.bench languages  [--runs 5] [--split] [--languages python,ruby]
+    python -m loadtest.bench languages  [--runs 5] [--split] [--languages python,ruby] [--pause 0.5]
     python -m loadtest.bench storm      [--jobs 10000] [--concurrency 200] [--split]
     python -m loadtest.bench gate       [--runs 500]
     python -m loadtest.bench judge      [--seconds 60] [--concurrency 8] [--cases 20]
@@ -366,10 +366,16 @@ def languages(args: argparse.Namespace) -> None:
             for name in names:
                 job = {"language": name, "source": PROGRAMS[name].hello}
                 one_job(client, job)  # the first may meet a container still starting
-                figures[name] = [one_job(client, job) for _ in range(args.runs)]
+                figures[name] = []
+                for _ in range(args.runs):
+                    # A pause lets the container finish what follows a job (its scrub, a warm
+                    # interpreter's start-up) before the next, as a client that is not a loop does.
+                    time.sleep(args.pause)
+                    figures[name].append(one_job(client, job))
         with floor_container(args.runtime) as container:
             inside = floor_inside(container, 20)
-        print(f"\nhello world per language, runtime={args.runtime}, p50 of {args.runs}, {shape(args)}")
+        pause = f", {args.pause} s between jobs" if args.pause else ""
+        print(f"\nhello world per language, runtime={args.runtime}, p50 of {args.runs}{pause}, {shape(args)}")
         print(f"floor: python3 -S -c in a container p50 {pct(inside, 50) * 1000:.1f} ms")
         for name, values in sorted(figures.items(), key=lambda kv: pct(kv[1], 50)):
             p50 = pct(values, 50) * 1000
@@ -464,6 +470,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10000, help="storm: submissions")
     parser.add_argument("--runtime", default="runc", choices=["runc", "runsc"])
     parser.add_argument("--url", default="")
+    parser.add_argument("--pause", type=float, default=0, help="languages: seconds between one job and the next")
     parser.add_argument("--languages", default="", help="languages: only these (comma separated)")
     parser.add_argument("--split", action="store_true", help="gateway and executor in separate processes")
     parser.add_argument("--executor", default="", help="with --url: the executor's RUNBOX_EXECUTOR_NAME")
