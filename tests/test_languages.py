@@ -158,6 +158,13 @@ def test_definition(key: str) -> None:
         assert value <= getattr(unit.max_limits, name), name
     if unit.compile is not None:
         assert unit.compile.timeout_s <= 30 and unit.compile.memory_mb <= unit.max_limits.memory_mb
+    if unit.warm_start:
+        # A warm start runs the run command's interpreter on a stub its image holds, and only
+        # for a program run as ``[interpreter, file]`` (what every stub expects).
+        interpreter, stub = unit.warm_start
+        assert interpreter == unit.run[0] and len(unit.run) == 2, (unit.warm_start, unit.run)
+        copy = f"COPY agent/warm/{stub.rpartition('/')[2]} {stub}"
+        assert copy in unit_build(unit).dockerfile.read_text().splitlines(), copy
 
 
 def test_judge0_ids_are_unique() -> None:
