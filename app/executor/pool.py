@@ -327,7 +327,10 @@ class Pool:
             async with self._available:
                 while True:
                     while self.idle:
-                        sandbox = self.idle.pop()
+                        # The container idle longest: its agent has had the most time to start
+                        # the next job's warm interpreter since its last scrub (the one just
+                        # returned is often still starting it, which a job would wait for).
+                        sandbox = self.idle.popleft()
                         if sandbox.alive:
                             self.busy += 1
                             return sandbox
