@@ -15,8 +15,7 @@ from hypercorn.asyncio import serve
 from app import logs
 from app.config import ConfigError, Settings
 from app.metrics import Metrics
-from app.server import create_app
-from app.web import health
+from app.server import asgi_app, create_app
 from app.web import server as web_server
 
 
@@ -55,7 +54,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(health.FastHealth(app, settings.roles, metrics), config, shutdown_trigger=stop.wait)
+    await serve(asgi_app(app), config, shutdown_trigger=stop.wait)
 
 
 def main() -> None:

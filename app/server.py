@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+from hypercorn.typing import ASGIFramework
 from quart import Quart
 
 from app.broker import Broker
@@ -15,6 +16,7 @@ from app.config import Settings
 from app.events import EventLog
 from app.gateway import judge0, openapi, piston, piston_ws, playground, v1
 from app.gateway.service import Gateway
+from app.gateway.shed import FastShed
 from app.languages import Registry
 from app.metrics import Metrics
 from app.web import body, errors, health, instrumentation
@@ -115,3 +117,20 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         await broker.close()
 
     return app
+
+
+def asgi_app(app: Quart) -> ASGIFramework:
+    """``app`` as it is served: ``/healthz``, and submissions while the gateway sheds, answered ahead of it."""
+    metrics: Metrics = app.extensions["runbox.metrics"]
+    settings: Settings = app.extensions["runbox.settings"]
+    served: ASGIFramework = app
+    service: Gateway | None = app.extensions.get("runbox.gateway")
+    if service is not None:
+        submissions = {
+            "/api/v1/jobs": errors.native_body,
+            "/api/v2/execute": piston.error_body,
+            "/submissions": judge0.error_body,
+            "/submissions/batch": judge0.error_body,
+        }
+        served = FastShed(served, service.admission, metrics, submissions)
+    return health.FastHealth(served, settings.roles, metrics)

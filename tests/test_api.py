@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.runbox_client import Client, Service
@@ -265,6 +266,67 @@ def test_restarted_gateway_serves_earlier_jobs(two_gateways: tuple[Service, Serv
     second.start()
     after = second.client().events(job_id, last_event_id=1)
     assert [(e.id, e.name) for e in after] == [(e.id, e.name) for e in before[1:]]
+
+
+SHED_KEY = "shed-key-0123456789"
+# Each flavour's submission route, a body for it, its success status and its error body's message.
+SUBMISSIONS = {
+    "v1": ("/api/v1/jobs", {"language": "python", "source": "print(1)"}, 202, lambda b: b["error"]["message"]),
+    "piston": ("/api/v2/execute", {"language": "python", "version": "*", "files": [{"content": "print(1)"}]}, 200,
+               lambda b: b["message"]),
+    "judge0": ("/submissions", {"source_code": "print(1)", "language_id": 71}, 201, lambda b: b["error"]),
+}
+
+
+def test_overloaded_gateway_sheds_submissions_and_loses_none(two_gateways: tuple[Service, Service]) -> None:
+    """A gateway with its pending submissions at the bound answers 503 + Retry-After in each
+    route's own error shape (v1, Piston, Judge0), and every submission it accepted runs."""
+    first, _ = two_gateways
+    shedding = Service(
+        roles="gateway", prefix=first.prefix, RUNBOX_MAX_PENDING_SUBMITS="1",
+        RUNBOX_TIERS="shed=100000:100000:100000:100000", RUNBOX_API_KEYS=f"shed:plain:{SHED_KEY}",
+    ).start()
+    try:
+        with httpx.Client(base_url=shedding.url, timeout=60,
+                          headers={"Authorization": f"Bearer {SHED_KEY}"}) as http:
+            for flavour, (path, body, ok, message) in SUBMISSIONS.items():
+                answers: list[httpx.Response] = []
+
+                def post() -> None:
+                    answers.append(http.post(path, json=body))  # noqa: B023 (each burst joins before the next)
+
+                # With one submission allowed in hand, simultaneous ones are shed; bursts repeat
+                # (bounded) until one was, since the machine decides how many overlap.
+                for _ in range(10):
+                    threads = [threading.Thread(target=post) for _ in range(16)]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join(120)
+                    if any(a.status_code == 503 for a in answers):
+                        break
+                shed = [a for a in answers if a.status_code == 503]
+                accepted = [a for a in answers if a.status_code == ok]
+                assert len(shed) + len(accepted) == len(answers), (flavour, sorted({a.status_code for a in answers}))
+                assert shed and accepted, flavour
+                for answer in shed:
+                    assert answer.headers["Retry-After"] == "2"
+                    assert "handling 1 submissions already" in message(answer.json()), flavour
+                if flavour == "v1":
+                    for answer in accepted:
+                        state = http.get(f"/api/v1/jobs/{answer.json()['id']}")
+                        while state.json()["status"] in ("queued", "running"):
+                            time.sleep(0.1)
+                            state = http.get(f"/api/v1/jobs/{answer.json()['id']}")
+                        assert state.json()["status"] == "completed"
+                elif flavour == "piston":
+                    assert all(a.json()["run"]["stdout"] == "1\n" for a in accepted)
+                else:
+                    assert all(a.json()["token"] for a in accepted)
+            metrics = http.get("/metrics").text
+    finally:
+        shedding.stop()
+    assert re.search(r'runbox_rejections_total\{reason="overloaded"\} [1-9]', metrics)
 
 
 def test_many_concurrent_clients(client: Client) -> None:

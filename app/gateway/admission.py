@@ -95,19 +95,24 @@ class Admission:
         rate = tier.rate_per_s / self.share
         return self._take("submit:" + identity.key, identity, rate, tier.burst, jobs, "submissions")
 
+    def overloaded(self) -> ApiError | None:
+        """The 503 a new submission gets now, when this gateway has ``max_pending_submits`` in hand."""
+        bound = self.settings.max_pending_submits
+        if not bound or self.pending < bound:
+            return None
+        return ApiError(
+            503,
+            "overloaded",
+            f"This gateway is handling {bound} submissions already; try again in {self.settings.retry_after_s} s.",
+            {"Retry-After": str(self.settings.retry_after_s)},
+            reason="overloaded",
+        )
+
     def submit(self, identity: Identity, jobs: int = 1) -> Reservation:
         """Take ``jobs`` tokens and reserve ``jobs`` job slots; 429 when either is short, 503 when overloaded."""
-        bound = self.settings.max_pending_submits
-        if bound and self.pending >= bound:
-            # Shed before taking any token: the client was refused for our load, not its own.
-            raise ApiError(
-                503,
-                "overloaded",
-                f"This gateway is handling {bound} submissions already; try again in "
-                f"{self.settings.retry_after_s} s.",
-                {"Retry-After": str(self.settings.retry_after_s)},
-                reason="overloaded",
-            )
+        shed = self.overloaded()
+        if shed is not None:
+            raise shed  # before taking any token: the client was refused for our load, not its own
         decision = self.submit_tokens(identity, jobs)
         self.reserve(identity, jobs, decision.headers())
         self.pending += 1

@@ -33,9 +33,14 @@ SYNC_WAIT_SLACK_S = 60.0
 MIB = 1024 * 1024
 
 
+def error_body(exc: ApiError) -> Any:
+    """Piston's error body, ``{"message": ...}``."""
+    return {"message": exc.message}
+
+
 def shape(exc: ApiError) -> Response:
-    """Piston's error body, ``{"message": ...}``, with our status code and headers."""
-    return json_response(exc.status, {"message": exc.message}, exc.headers)
+    """Piston's error body with our status code and headers."""
+    return json_response(exc.status, error_body(exc), exc.headers)
 
 
 # --- runtimes --------------------------------------------------------------------------------

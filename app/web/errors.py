@@ -85,8 +85,13 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return json_response(status, {"error": {"code": code, "message": message}}, headers)
 
 
+def native_body(exc: ApiError) -> Any:
+    """The native error body, ``{"error": {"code", "message"}}``."""
+    return {"error": {"code": exc.code, "message": exc.message}}
+
+
 def native_shape(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+    return json_response(exc.status, native_body(exc), exc.headers)
 
 
 _HTTP_CODES = {

@@ -107,10 +107,14 @@ CONVERSION_ERROR = (
 
 
 
-def shape(exc: ApiError) -> Response:
+def error_body(exc: ApiError) -> Any:
     """Judge0's error bodies: per-attribute messages when there are some, else ``{"error"}``."""
-    body = exc.details if exc.details is not None else {"error": exc.message}
-    return json_response(exc.status, body, exc.headers)
+    return exc.details if exc.details is not None else {"error": exc.message}
+
+
+def shape(exc: ApiError) -> Response:
+    """Judge0's error body with our status code and headers."""
+    return json_response(exc.status, error_body(exc), exc.headers)
 
 
 def unprocessable(errors: Any) -> ApiError:
