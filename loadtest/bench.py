@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 
 from app.config import Settings
@@ -235,22 +236,27 @@ def judge(args: argparse.Namespace) -> None:
 
 
 async def drive(url: str, concurrency: int, seconds: float, job: dict[str, Any] = HELLO) -> dict[str, Any]:
+    """``concurrency`` clients, each submitting and following its job's SSE stream to the result, for ``seconds``.
+
+    On aiohttp: httpx spent several times the gateway's CPU per request at this concurrency,
+    so on a two-core machine the figures measured the load generator as much as the service.
+    """
     end = time.perf_counter() + seconds
     done = errors = 0
     statuses: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal done, errors
         while time.perf_counter() < end:
             try:
-                response = await client.post("/api/v1/jobs", json=job)
-                response.raise_for_status()
-                job_id = response.json()["id"]
+                async with session.post(url + "/api/v1/jobs", json=job) as response:
+                    response.raise_for_status()
+                    job_id = (await response.json())["id"]
                 status = "?"
-                async with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as stream:
+                async with session.get(f"{url}/api/v1/jobs/{job_id}/events") as stream:
                     result_next = False
-                    async for line in stream.aiter_lines():
+                    async for raw in stream.content:
+                        line = raw.decode().rstrip("\r\n")
                         if line == "event: result":
                             result_next = True
                         elif result_next and line.startswith("data:"):
@@ -258,13 +264,15 @@ async def drive(url: str, concurrency: int, seconds: float, job: dict[str, Any] 
                             break
                 statuses[status] = statuses.get(status, 0) + 1
                 done += 1
-            except httpx.HTTPError:
+            except (aiohttp.ClientError, TimeoutError):
                 errors += 1
                 await asyncio.sleep(0.05)
 
     began = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits, headers=HEADERS) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60),
+                                     headers=HEADERS) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     took = time.perf_counter() - began
     return {"done": done, "errors": errors, "seconds": took, "rate": done / took, "statuses": statuses}
 
