@@ -254,7 +254,7 @@ def test_docker_engine_outage_under_load(split: tuple[list[Service], list[Servic
     gateways, executors = split
     load = Load([g.url for g in gateways], seed=12).start()
     time.sleep(3)
-    outage = threading.Thread(target=restart_docker, args=(20.0,))
+    outage = threading.Thread(target=restart_docker, args=(10.0,))  # executors check the engine every 2 s
     outage.start()
     for ex in executors:
         reason = wait_unready(ex, "engine_unavailable", timeout=30)
@@ -262,7 +262,7 @@ def test_docker_engine_outage_under_load(split: tuple[list[Service], list[Servic
     outage.join()
     wait_ready(gateways + executors, "the engine was back", executors=2)
     time.sleep(3)
-    load.finish(gateways, "a 20 s Docker engine outage", executors=2, also_ready=executors)
+    load.finish(gateways, "a 10 s Docker engine outage", executors=2, also_ready=executors)
     client = gateways[0].client()
     finals = [client.wait_state(client.submit_ok(HELLO), timeout=120) for _ in range(3)]
     assert [f["result"]["stdout"] for f in finals] == ["hello\n"] * 3
