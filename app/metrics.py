@@ -194,6 +194,12 @@ class Metrics:
             "runbox_events_published_total", "Job events published to the event stream.", ["role"], registry=r
         )
 
+    def answered(self, route: str, method: str, status: int, seconds: float | None) -> None:
+        """Count one HTTP answer (and its time, when known): the application's and those made ahead of it."""
+        self.http_requests.labels(route, method, str(status)).inc()
+        if seconds is not None:
+            self.http_duration.labels(route).observe(seconds)
+
     def prime(self, languages: Iterable[str], roles: Iterable[str]) -> None:
         """Create every known label combination at zero so dashboards never see gaps."""
         roles = list(roles)

@@ -72,8 +72,7 @@ class FastShed:
         body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": payload, "more_body": False}
         await send(body)
         self.metrics.rejections.labels(refusal.reason).inc()
-        self.metrics.http_requests.labels(route, "POST", str(refusal.status)).inc()
-        self.metrics.http_duration.labels(route).observe(time.perf_counter() - began)
+        self.metrics.answered(route, "POST", refusal.status, time.perf_counter() - began)
 
 
 async def drain(receive: ASGIReceiveCallable) -> bool:

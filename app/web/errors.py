@@ -80,11 +80,6 @@ def json_response(status: int, payload: Any, headers: dict[str, str] | None = No
     return response
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The native error shape, ``{"error": {"code", "message"}}``."""
-    return json_response(status, {"error": {"code": code, "message": message}}, headers)
-
-
 def native_body(exc: ApiError) -> Any:
     """The native error body, ``{"error": {"code", "message"}}``."""
     return {"error": {"code": exc.code, "message": exc.message}}

@@ -83,8 +83,7 @@ class FastHealth:
         payload = b"" if scope["method"] == "HEAD" else self.body
         body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": payload, "more_body": False}
         await send(body)
-        self.metrics.http_requests.labels("/healthz", scope["method"], "200").inc()
-        self.metrics.http_duration.labels("/healthz").observe(time.perf_counter() - began)
+        self.metrics.answered("/healthz", scope["method"], 200, time.perf_counter() - began)
 
 
 @bp.get("/healthz")

@@ -36,8 +36,7 @@ def register(app: Quart) -> None:
     async def _observe(response: Response) -> Response:
         route = route_label()
         method = request.method if request.method in METHODS else "OTHER"
-        metrics.http_requests.labels(route, method, str(response.status_code)).inc()
         started: float | None = g.get("runbox_request_started")
-        if started is not None:
-            metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+        took = None if started is None else time.perf_counter() - started
+        metrics.answered(route, method, response.status_code, took)
         return response
