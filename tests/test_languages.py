@@ -250,6 +250,39 @@ def test_compile_error(jobs: Jobs, key: str) -> None:
     assert result["stdout"] == ""
 
 
+# C and C++ build first with gold and (C++) precompiled headers, and again as written when that
+# prints anything (sandbox_images/agent/fast-build): a job reads the compiler's own words. Each
+# program here is worded differently by the fast build: gold does not say why a stack is
+# executable; a precompiled header loses the include chain back to main.cpp.
+FAST_BUILD_PROGRAMS = {
+    "c": ("#include <stdio.h>\n\nint apply(int (*f)(int), int x) { return f(x); }\n\n"
+          "int main(void) {\n    int k = 3;\n    int add(int x) { return x + k; }\n"
+          "    printf(\"%d\\n\", apply(add, 4));\n    return 0;\n}\n",
+          "completed", "requires executable stack (because the .note.GNU-stack section is executable)"),
+    "cpp": ("#include <iostream>\n#include <vector>\n\nint main() {\n    std::vector<int> v;\n"
+            "    std::cout << v << std::endl;\n}\n",
+            "compile_error", "from main.cpp:1:"),
+}
+FAST_BUILD_UNITS = [key for key in UNITS if unit_of(key).name in FAST_BUILD_PROGRAMS]
+
+
+def _fast_build_keeps_the_compilers_words(jobs: Jobs, key: str) -> None:
+    unit = unit_of(key)
+    source, status, words = FAST_BUILD_PROGRAMS[unit.name]
+    state = jobs.client.run({"language": unit.name, "version": unit.version, "source": source}, timeout=120)
+    assert state["status"] == status, describe(state)
+    assert words in state["result"]["compile_output"], describe(state)
+    assert "gold" not in state["result"]["compile_output"] and ".gch" not in state["result"]["compile_output"]
+    if status == "completed":
+        assert state["result"]["stdout"] == "7\n", describe(state)
+
+
+if FAST_BUILD_UNITS:
+    test_fast_build_keeps_the_compilers_words = pytest.mark.parametrize("key", FAST_BUILD_UNITS)(
+        _fast_build_keeps_the_compilers_words
+    )
+
+
 @pytest.mark.parametrize("key", UNITS)
 def test_image_version(images: None, key: str) -> None:
     """The version a unit declares is the one its image really runs, and the image runs as the runner user."""
