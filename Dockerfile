@@ -59,14 +59,17 @@ RUN pip install --no-deps --no-build-isolation . \
 # so it has to be asked for explicitly.
 ENV RUNBOX_HOST=0.0.0.0 \
     RUNBOX_PORT=8080 \
+    RUNBOX_PROBE_PORT=8081 \
     RUNBOX_ROLES=gateway
 WORKDIR /
 USER runbox:runbox
 EXPOSE 8080
 
-# Liveness only (/healthz): readiness depends on the broker and on executors elsewhere.
+# Liveness only (/healthz on the probe port, answered outside the event loop, so a busy
+# gateway is not restarted, and failing when the loop stalls): readiness depends on the
+# broker and on executors elsewhere.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('RUNBOX_PORT', '8080'), timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % (os.environ.get('RUNBOX_PROBE_PORT') or os.environ.get('RUNBOX_PORT', '8080')), timeout=2)"]
 
 # SIGTERM drains: running jobs finish (up to 30 s) and the executor removes its sandboxes.
 STOPSIGNAL SIGTERM

@@ -17,9 +17,10 @@ from app.config import ConfigError, Settings
 from app.metrics import Metrics
 from app.server import asgi_app, create_app
 from app.web import server as web_server
+from app.web.probe import Probe
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, variable: str = "RUNBOX_HOST/RUNBOX_PORT") -> socket.socket:
     """Bind the HTTP port before anything else starts, so a taken port ends the process at once.
 
     Hypercorn would bind only after the app's startup, by which time this process's executor
@@ -33,13 +34,13 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         why = "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        raise SystemExit(f"runbox: cannot listen on {host}:{port} (RUNBOX_HOST/RUNBOX_PORT): {why}") from exc
+        raise SystemExit(f"runbox: cannot listen on {host}:{port} ({variable}): {why}") from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
 
-async def _serve(settings: Settings, sock: socket.socket) -> None:
+async def _serve(settings: Settings, sock: socket.socket, probe_sock: socket.socket | None) -> None:
     app = create_app(settings)
     metrics: Metrics = app.extensions["runbox.metrics"]
     web_server.install()
@@ -54,7 +55,17 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(asgi_app(app), config, shutdown_trigger=stop.wait)
+    if probe_sock is None:
+        await serve(asgi_app(app), config, shutdown_trigger=stop.wait)
+        return
+    probe = Probe(probe_sock, settings.roles, metrics, settings.liveness_stall_s)
+    beating = asyncio.create_task(probe.heartbeat.run(), name="runbox-heartbeat")
+    probe.start()
+    try:
+        await serve(asgi_app(app), config, shutdown_trigger=stop.wait)
+    finally:
+        beating.cancel()
+        await asyncio.to_thread(probe.stop)
 
 
 def main() -> None:
@@ -72,8 +83,9 @@ def main() -> None:
         print(f"runbox: {exc}", file=sys.stderr)
         sys.exit(2)
     sock = listen(settings.host, settings.port)  # exits non-zero, naming the port, when it is taken
+    probe_sock = listen(settings.host, settings.probe_port, "RUNBOX_PROBE_PORT") if settings.probe_port else None
     logs.setup(settings.log_level, "+".join(settings.roles))
-    asyncio.run(_serve(settings, sock))
+    asyncio.run(_serve(settings, sock, probe_sock))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ class Settings:
     roles: tuple[str, ...] = ("gateway", "executor")
     host: str = "127.0.0.1"
     port: int = 8080
+    # A second port answering GET /healthz from threads of their own (app/web/probe.py), for
+    # orchestrators: answered while the event loop is busy, 503 once it stalls. 0: none.
+    probe_port: int = 0
+    liveness_stall_s: float = 10.0  # the loop not running this long makes the probe port say "stalled"
     public_url: str = ""
 
     # One URL, or one per node of a RabbitMQ cluster separated by commas (failover in order).
@@ -193,6 +197,10 @@ class Settings:
             raise ConfigError("RUNBOX_GATE_TCP must be a loopback address: the gate's API is for local executors")
         if self.runtime not in ("runc", "runsc"):
             raise ConfigError(f"RUNBOX_RUNTIME must be runc or runsc, not {self.runtime!r}")
+        if not 0 <= self.probe_port <= 65535 or (self.probe_port and self.probe_port == self.port):
+            raise ConfigError("RUNBOX_PROBE_PORT must be 0 (none) or a port other than RUNBOX_PORT")
+        if self.liveness_stall_s <= 0:
+            raise ConfigError("RUNBOX_LIVENESS_STALL_S must be a positive number of seconds")
         if self.sandbox_uid_base < 1000 or self.sandbox_uid_count < 64:
             raise ConfigError("RUNBOX_SANDBOX_UID_BASE must be >= 1000 and RUNBOX_SANDBOX_UID_COUNT >= 64")
         if not 0 <= self.pool_min <= self.pool_size <= self.pool_max:

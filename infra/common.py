@@ -9,6 +9,7 @@ import pulumi
 import pulumi_docker as docker
 
 APP_PORT = 8080  # RUNBOX_PORT inside every app container; published (gateways) or scraped (all)
+PROBE_PORT = 8081  # RUNBOX_PROBE_PORT: liveness answered outside the event loop, for the healthcheck
 # SIGTERM drains: running jobs may take up to 30 s (app/server.py), then the executor removes
 # its sandboxes; Docker's default 10 s would kill it half way and leave containers behind.
 STOP_TIMEOUT_S = 45
@@ -41,8 +42,11 @@ def env_list(plain: Mapping[str, str], secret: Mapping[str, pulumi.Input[str]]) 
 
 
 def healthcheck() -> docker.ContainerHealthcheckArgs:
-    """Liveness only: /healthz answers without the broker (readiness is /readyz, for balancers)."""
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{APP_PORT}/healthz', timeout=2)"
+    """Liveness only, on the probe port: answered however busy the app is, failing if its loop stalls.
+
+    Readiness is /readyz on the main port, for balancers.
+    """
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PROBE_PORT}/healthz', timeout=2)"
     return docker.ContainerHealthcheckArgs(
         tests=["CMD", "python", "-c", probe], interval="10s", timeout="3s", retries=3, start_period="20s"
     )

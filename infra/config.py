@@ -34,6 +34,7 @@ MANAGED_ENV_NAMES = frozenset(
         "RUNBOX_METRICS_TOKEN",
         "RUNBOX_HOST",
         "RUNBOX_PORT",
+        "RUNBOX_PROBE_PORT",
         "RUNBOX_AMQP_URL",
         "RUNBOX_AMQP_PREFIX",
         "RUNBOX_EXECUTOR_NAME",

@@ -18,7 +18,7 @@ import pulumi
 import pulumi_docker as docker
 
 from app.config import Settings
-from infra.common import APP_PORT, docker_labels, env_list, hardening, metrics_endpoint, secret_env
+from infra.common import APP_PORT, PROBE_PORT, docker_labels, env_list, hardening, metrics_endpoint, secret_env
 
 GATE_DIR_IN_CONTAINER = "/run/runbox"
 APP_UID = 10000  # the image's non-root user (Dockerfile)
@@ -90,6 +90,7 @@ class Executor(pulumi.ComponentResource):
                     "RUNBOX_ROLES": "executor",
                     "RUNBOX_HOST": "0.0.0.0",
                     "RUNBOX_PORT": str(APP_PORT),
+                    "RUNBOX_PROBE_PORT": str(PROBE_PORT),
                     "RUNBOX_AMQP_PREFIX": args.amqp_prefix,
                     # Stable across updates: a replaced executor removes its predecessor's sandboxes,
                     # which carry this name in their runbox.executor label.

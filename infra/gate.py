@@ -18,7 +18,7 @@ import pulumi
 import pulumi_docker as docker
 
 from app.config import Settings
-from infra.common import APP_PORT, docker_labels, env_list, hardening, metrics_endpoint, secret_env
+from infra.common import APP_PORT, PROBE_PORT, docker_labels, env_list, hardening, metrics_endpoint, secret_env
 
 SOCKET_DIR_IN_CONTAINER = "/run/runbox"
 GATE_SOCKET = f"{SOCKET_DIR_IN_CONTAINER}/gate.sock"
@@ -79,6 +79,7 @@ class Gate(pulumi.ComponentResource):
             "RUNBOX_ROLES": "gate",
             "RUNBOX_HOST": "0.0.0.0",
             "RUNBOX_PORT": str(APP_PORT),
+            "RUNBOX_PROBE_PORT": str(PROBE_PORT),
             "RUNBOX_GATE_SOCKET": GATE_SOCKET,
             "RUNBOX_ENGINE_URL": f"unix://{ENGINE_SOCKET_IN_CONTAINER}",
             "RUNBOX_GVISOR_RUNTIME": args.gvisor_runtime,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
-from infra.common import APP_PORT, docker_labels, env_list, hardening, secret_env
+from infra.common import APP_PORT, PROBE_PORT, docker_labels, env_list, hardening, secret_env
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Gateway(pulumi.ComponentResource):
             "RUNBOX_ROLES": "gateway",
             "RUNBOX_HOST": "0.0.0.0",
             "RUNBOX_PORT": str(APP_PORT),
+            "RUNBOX_PROBE_PORT": str(PROBE_PORT),
             "RUNBOX_AMQP_PREFIX": args.amqp_prefix,
             # Each gateway enforces 1/N of every rate limit, so N of them together enforce it once.
             "RUNBOX_GATEWAY_COUNT": str(args.count),

@@ -40,7 +40,7 @@ from app.config import Settings
 from app.executor.sandbox import Sandbox, agent_job, container_options, create_container
 from app.languages import Registry
 from loadtest import procstat
-from tests.runbox_client import Service, gated
+from tests.runbox_client import Service, free_port, gated
 
 HELLO = {"language": "python", "source": "print('hello, world')"}
 EXEC_CMD = ["python3", "-S", "-c", "print('hello, world')"]
@@ -133,27 +133,30 @@ class Target:
     url: str
     executor: str
     pids: dict[str, int]
+    probe_url: str = ""  # the gateway's probe port (RUNBOX_PROBE_PORT), when it has one
 
 
 def with_service(args: argparse.Namespace, body: Callable[[Target], None], **env: str) -> None:
     if args.url:
         body(Target(args.url, args.executor, {}))
         return
+    probe_port = free_port()
     if args.split:
         # The production shape: gateway and executor as separate processes (one core each).
         executor = Service(roles="executor", RUNBOX_RUNTIME=args.runtime, **{**UNLIMITED, **env}).start()
-        svc = Service(roles="gateway", prefix=executor.prefix, **{**UNLIMITED, **env}).start()
+        svc = Service(roles="gateway", prefix=executor.prefix, RUNBOX_PROBE_PORT=str(probe_port),
+                      **{**UNLIMITED, **env}).start()
         assert executor.proc is not None and svc.proc is not None
         pids = {"gateway": svc.proc.pid, "executor": executor.proc.pid}
     else:
         executor = None
-        svc = Service(RUNBOX_RUNTIME=args.runtime, **{**UNLIMITED, **env}).start()
+        svc = Service(RUNBOX_RUNTIME=args.runtime, RUNBOX_PROBE_PORT=str(probe_port), **{**UNLIMITED, **env}).start()
         assert svc.proc is not None
         pids = {"gateway": svc.proc.pid}  # one process plays both roles: reported as "gateway"
     name = (executor or svc).env["RUNBOX_EXECUTOR_NAME"]
     try:
         time.sleep(3)  # let the pools fill
-        body(Target(svc.url, name, pids))
+        body(Target(svc.url, name, pids, f"http://127.0.0.1:{probe_port}"))
     finally:
         svc.stop()
         if executor is not None:
@@ -498,8 +501,8 @@ def dispatch(args: argparse.Namespace) -> None:
     if args.what == "storm":
         from loadtest import storm
 
-        with_service(args, lambda target: storm.run(target.url, args.jobs, args.concurrency, HEADERS),
-                     **storm.ENV)
+        with_service(args, lambda target: storm.run(target.url, args.jobs, args.concurrency, HEADERS,
+                                                    target.probe_url), **storm.ENV)
         return
     run = {"latency": latency, "throughput": throughput, "warmup": warmup, "languages": languages, "judge": judge,
            "gate": gate_round_trips}

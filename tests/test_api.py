@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.runbox_client import Client, Service
+from tests.runbox_client import Client, Service, free_port
 
 HELLO = {"language": "python", "source": "print('hello, world')"}
 
@@ -280,12 +280,15 @@ SUBMISSIONS = {
 
 def test_overloaded_gateway_sheds_submissions_and_loses_none(two_gateways: tuple[Service, Service]) -> None:
     """A gateway with its pending submissions at the bound answers 503 + Retry-After in each
-    route's own error shape (v1, Piston, Judge0), and every submission it accepted runs."""
+    route's own error shape (v1, Piston, Judge0), and every submission it accepted runs; its
+    probe port (RUNBOX_PROBE_PORT) answers liveness meanwhile."""
     first, _ = two_gateways
+    probe_port = free_port()
     shedding = Service(
-        roles="gateway", prefix=first.prefix, RUNBOX_MAX_PENDING_SUBMITS="1",
+        roles="gateway", prefix=first.prefix, RUNBOX_MAX_PENDING_SUBMITS="1", RUNBOX_PROBE_PORT=str(probe_port),
         RUNBOX_TIERS="shed=100000:100000:100000:100000", RUNBOX_API_KEYS=f"shed:plain:{SHED_KEY}",
     ).start()
+    probes: list[httpx.Response] = []
     try:
         with httpx.Client(base_url=shedding.url, timeout=60,
                           headers={"Authorization": f"Bearer {SHED_KEY}"}) as http:
@@ -301,6 +304,7 @@ def test_overloaded_gateway_sheds_submissions_and_loses_none(two_gateways: tuple
                     threads = [threading.Thread(target=post) for _ in range(16)]
                     for t in threads:
                         t.start()
+                    probes.append(httpx.get(f"http://127.0.0.1:{probe_port}/healthz", timeout=10))
                     for t in threads:
                         t.join(120)
                     if any(a.status_code == 503 for a in answers):
@@ -324,9 +328,12 @@ def test_overloaded_gateway_sheds_submissions_and_loses_none(two_gateways: tuple
                 else:
                     assert all(a.json()["token"] for a in accepted)
             metrics = http.get("/metrics").text
+            elsewhere = httpx.get(f"http://127.0.0.1:{probe_port}/api/v1/jobs", timeout=10)
     finally:
         shedding.stop()
     assert re.search(r'runbox_rejections_total\{reason="overloaded"\} [1-9]', metrics)
+    assert probes and all(p.status_code == 200 and p.json()["roles"] == ["gateway"] for p in probes)
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "not_found"
 
 
 def test_many_concurrent_clients(client: Client) -> None:

@@ -189,6 +189,7 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
             "RUNBOX_ROLES": "gate",
             "RUNBOX_HOST": "127.0.0.1",
             "RUNBOX_PORT": str(gate_port),
+            "RUNBOX_PROBE_PORT": str(free_port()),  # host networking: the image's 8081 may be taken
             "RUNBOX_GATE_SOCKET": "/run/runbox/gate.sock",
             "RUNBOX_GATE_SOCKET_GID": str(os.stat(SOCKET).st_gid),
             "RUNBOX_ENGINE_URL": f"unix://{SOCKET}",
@@ -211,6 +212,7 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
             "RUNBOX_ROLES": "gateway,executor",
             "RUNBOX_HOST": "127.0.0.1",  # host networking: loopback only, as the test talks only there
             "RUNBOX_PORT": str(port),
+            "RUNBOX_PROBE_PORT": str(free_port()),
             "RUNBOX_AMQP_URL": AMQP_URL,
             "RUNBOX_AMQP_PREFIX": prefix,
             "RUNBOX_EXECUTOR_NAME": executor_name,
@@ -229,6 +231,13 @@ def test_app_image_runs_a_python_job(client: docker.DockerClient, app_image: str
         assert container.attrs["HostConfig"]["Privileged"] is False
         assert "docker.sock" not in str(container.attrs["Mounts"])  # only the gate has the engine
         _wait_ready(container, url)
+        # The image's own HEALTHCHECK command, run now rather than at its first interval.
+        for probed in (container, gate):
+            probed.reload()
+            check = probed.attrs["Config"]["Healthcheck"]["Test"]
+            assert check[0] == "CMD"
+            outcome = probed.exec_run(check[1:])
+            assert outcome.exit_code == 0, outcome.output
 
         response = httpx.post(
             f"{url}/api/v1/jobs",

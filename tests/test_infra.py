@@ -322,6 +322,10 @@ def test_app_containers_are_hardened(program: Program) -> None:
         assert inputs["capabilities"]["drops"] == ["ALL"]
         assert "no-new-privileges:true" in inputs["securityOpts"]
         assert inputs["stopTimeout"] >= 35  # the app drains for up to 30 s on SIGTERM
+        # Liveness is checked on the probe port, answered outside the app's event loop.
+        probe_port = env(container)["RUNBOX_PROBE_PORT"]
+        assert probe_port != env(container)["RUNBOX_PORT"]
+        assert f":{probe_port}/healthz" in " ".join(inputs["healthcheck"]["tests"])
 
 
 def test_executors_and_the_gate_run_as_the_docker_group_or_root(program: Program) -> None:

@@ -63,7 +63,8 @@ def test_settings_from_env() -> None:
     assert s.pool_sizes("python") == (s.pool_min, s.pool_size, s.pool_max)
     assert s.events_max_age_s == 86400
     for bad in ({"RUNBOX_ROLES": "chef"}, {"RUNBOX_PORT": "x"}, {"RUNBOX_RUNTIME": "kata"},
-                {"RUNBOX_API_KEYS": "gold:plain:k"}, {"RUNBOX_POOL_MIN": "9"}, {"RUNBOX_EVENTS_MAX_AGE": "forever"}):
+                {"RUNBOX_API_KEYS": "gold:plain:k"}, {"RUNBOX_POOL_MIN": "9"}, {"RUNBOX_EVENTS_MAX_AGE": "forever"},
+                {"RUNBOX_PROBE_PORT": "8080"}, {"RUNBOX_PROBE_PORT": "70000"}, {"RUNBOX_LIVENESS_STALL_S": "0"}):
         with pytest.raises(ConfigError):
             Settings.from_env(bad)
 
