@@ -251,9 +251,9 @@ def test_compile_error(jobs: Jobs, key: str) -> None:
 
 
 # C and C++ build first with gold and (C++) precompiled headers, and again as written when that
-# prints anything (sandbox_images/agent/fast-build): a job reads the compiler's own words. Each
-# program here is worded differently by the fast build: gold does not say why a stack is
-# executable; a precompiled header loses the include chain back to main.cpp.
+# prints anything (sandbox_images/agent/fast-build): a job reads the compiler's own words. The
+# C and C++ programs here are worded differently by the fast build: gold does not say why a
+# stack is executable; a precompiled header loses the include chain back to main.cpp.
 FAST_BUILD_PROGRAMS = {
     "c": ("#include <stdio.h>\n\nint apply(int (*f)(int), int x) { return f(x); }\n\n"
           "int main(void) {\n    int k = 3;\n    int add(int x) { return x + k; }\n"
@@ -262,6 +262,9 @@ FAST_BUILD_PROGRAMS = {
     "cpp": ("#include <iostream>\n#include <vector>\n\nint main() {\n    std::vector<int> v;\n"
             "    std::cout << v << std::endl;\n}\n",
             "compile_error", "from main.cpp:1:"),
+    # rustc's words on success are the same with the fast options, so they are passed on.
+    "rust": ("fn main() {\n    let unused = 5;\n    println!(\"7\");\n}\n",
+             "completed", "warning: unused variable: `unused`"),
 }
 FAST_BUILD_UNITS = [key for key in UNITS if unit_of(key).name in FAST_BUILD_PROGRAMS]
 
