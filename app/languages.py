@@ -107,6 +107,10 @@ class Step:
     argv: tuple[str, ...]
     timeout_s: float = 10.0
     memory_mb: int = 512
+    # How the compiler is started ahead of a job, waiting for the step's arguments (after
+    # ``argv[0]``) on the pipe whose number the agent adds (sandbox_images/agent/warm); empty:
+    # always cold. Only a job's first step is served warm.
+    warm_start: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,9 @@ def _load_one(path: Path, image_tag: str = "latest") -> Language:
         **fields,
         key=key,
         image=f"runbox/sandbox-{key}:{image_tag}",
-        compile=Step(argv=tuple(compile_step.pop("argv")), **compile_step) if compile_step else None,
+        compile=Step(
+            argv=tuple(compile_step.pop("argv")), warm_start=tuple(compile_step.pop("warm_start", ())), **compile_step,
+        ) if compile_step else None,
         default_limits=defaults,
         max_limits=ceilings,
     )

@@ -165,6 +165,13 @@ def test_definition(key: str) -> None:
         assert interpreter == unit.run[0] and len(unit.run) == 2, (unit.warm_start, unit.run)
         copy = f"COPY agent/warm/{stub.rpartition('/')[2]} {stub}"
         assert copy in unit_build(unit).dockerfile.read_text().splitlines(), copy
+    if unit.compile is not None and unit.compile.warm_start:
+        # A compile step's stub is started with the compile command it stands in for; only a
+        # job's first step is served warm, so the run step of a compiled language never is.
+        stub = unit.compile.warm_start[-1]
+        assert not unit.warm_start, unit.warm_start
+        copy = f"COPY agent/warm/{stub.rpartition('/')[2]} {stub}"
+        assert copy in unit_build(unit).dockerfile.read_text().splitlines(), copy
 
 
 def test_judge0_ids_are_unique() -> None:

@@ -268,8 +268,12 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
             # A signal sent while the program compiles is for the compiler, as in Piston;
             # the input sent meanwhile waits for the run step.
             step["signals"] = True
-    elif language.warm_start and stack_kb <= 0:
+    elif language.warm_start and stack_kb <= 0 and len(steps) == 1:
         steps[-1]["warm"] = list(language.warm_start)  # the interpreter may already be running, waiting for it
+    if language.compile is not None and language.compile.warm_start and not compile_limits:
+        # The compiler may already be running, waiting for it (only a job's first step can be
+        # served warm; a step with tighter limits runs exactly as its cold command would).
+        steps[0]["warm"] = list(language.compile.warm_start)
     for step in steps:
         # The cgroup bounds job and agent together (and a compile-sized container lets a run
         # step use the compile budget): the agent measures every step, memory held in files

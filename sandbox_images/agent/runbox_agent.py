@@ -51,17 +51,19 @@ TOKEN: str | None = None
 # True from a job's arrival until its scrub is done: the only time a process of the job exists.
 BUSY = False
 
-# A run step marked ``warm`` (the command its language's JSON names as ``warm_start``: the
-# interpreter and its stub under /opt/runbox/warm) may be served by an interpreter started once
-# the scrub after a job is done, before the next job arrives, as ``WARM... FD``: the stub waits
-# for the program's name and arguments on pipe FD, closes it, and runs the program as the cold
-# command would (see each stub and docs/security.md). It is a new process started after every
-# process of the job before was killed, so it holds nothing of that job; the job's limits,
-# environment and session are the ones a cold start gets.
+# A job's first step marked ``warm`` (the command its language's JSON names as ``warm_start``:
+# the interpreter and its stub under /opt/runbox/warm; for a compile step, the compiler's stub
+# followed by the language's own compile command) may be served by a process started once the
+# scrub after a job is done, before the next job arrives, as ``WARM... FD``: the stub waits for
+# the step's arguments (the command's after its first word) on pipe FD, closes it, and runs
+# them as the cold command would (see each stub and docs/security.md). It is a new process
+# started after every process of the job before was killed, so it holds nothing of that job;
+# the step's limits, environment and session are the ones a cold start gets. Only the first
+# step: every process of a step is killed when it ends, a later step's warm process with them.
 
 
 class Warm:
-    """An interpreter started ahead of a job, for a run step like ``key`` (see prepare_warm)."""
+    """A process started ahead of a job, for a step like ``key`` (see prepare_warm)."""
 
     def __init__(self, key: str, proc: subprocess.Popen, control: int, held_before: int) -> None:
         self.key = key
@@ -371,19 +373,24 @@ def spawn(argv: list, step: dict, env: dict, separate: bool, pass_fds: tuple = (
     )
 
 
+def separated(step: dict) -> bool:
+    """Whether the step's stderr is captured apart from its stdout."""
+    return bool(step.get("stream") or step.get("separate_stderr"))
+
+
 def warm_key(step: dict, env: dict) -> str:
-    """What a warm interpreter must have been started with to serve ``step``."""
-    return json.dumps([step["warm"], step["argv"][0], step["limits"], step.get("nproc"),
+    """What a warm process must have been started with to serve ``step``."""
+    return json.dumps([step["warm"], step["argv"][0], step["limits"], step.get("nproc"), separated(step),
                        bool(step.get("ipc_namespace")), env, bool(step.get("watch_memory_kb"))], sort_keys=True)
 
 
 def prepare_warm(step: dict, env: dict) -> None:
-    """After a clean scrub: start the interpreter the next job like ``step`` will run in."""
+    """After a clean scrub: start the process the next job's first step like ``step`` will run in."""
     global WARM
     held = held_memory_kb() if step.get("watch_memory_kb") else -1
     read, write = os.pipe()
     try:
-        proc = spawn([*step["warm"], str(read)], step, env, True, (read,))
+        proc = spawn([*step["warm"], str(read)], step, env, separated(step), (read,))
     except OSError:
         os.close(write)
         return
@@ -394,7 +401,7 @@ def prepare_warm(step: dict, env: dict) -> None:
 
 
 def take_warm(step: dict, env: dict) -> Warm | None:
-    """The warm interpreter, now running ``step``'s program, if it was started for a step like it."""
+    """The warm process, now running ``step``'s command, if it was started for a step like it."""
     global WARM
     warm, WARM = WARM, None
     if warm is None:
@@ -426,7 +433,7 @@ def run_step(step: dict, env: dict) -> dict:
     """
     limits = step["limits"]
     stream = bool(step.get("stream"))
-    separate = stream or bool(step.get("separate_stderr"))
+    separate = separated(step)
     interactive = bool(step.get("interactive"))
     listens = interactive or bool(step.get("signals"))
     idle_s = float(step.get("idle_s") or 0)
@@ -442,7 +449,7 @@ def run_step(step: dict, env: dict) -> dict:
     usage = {"cpu": 0.0, "rss": 0, "status": None}
     delivered = set()  # signals sent to this step's processes on the client's behalf
     started = time.monotonic()
-    warm = take_warm(step, env) if separate else None
+    warm = take_warm(step, env)
     if warm is not None:
         proc = warm.proc
     else:
@@ -779,10 +786,16 @@ def run_cases(step: dict, env: dict) -> None:
         send({"t": "done", "status": "completed", "cases": ran})
 
 
-def run_job(job: dict) -> tuple | None:
-    """Run a job's steps; return the run step (and environment) a warm interpreter could serve next."""
+def job_env(job: dict) -> dict:
+    """The environment every step of ``job`` runs in."""
     env = {"PATH": PATH, "HOME": WORK, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     env.update(job.get("env", {}))
+    return env
+
+
+def run_job(job: dict) -> None:
+    """Write a job's files and run its steps, sending each outcome."""
+    env = job_env(job)
     error = write_files(job["files"])
     if error:
         send({"t": "done", "status": "failed", "error": error})
@@ -803,8 +816,7 @@ def run_job(job: dict) -> tuple | None:
                 return
         else:
             send({"t": "done", **result})
-            return (step, env) if step.get("warm") else None
-    return None
+            return
 
 
 def scrub() -> str | None:
@@ -918,7 +930,9 @@ def main() -> None:
         BUSY = True
         warm_for = None
         try:
-            warm_for = run_job(job)
+            first = job["steps"][0] if job["steps"] else {}
+            warm_for = (first, job_env(job)) if first.get("warm") else None
+            run_job(job)
         except Exception as exc:  # the agent must answer whatever went wrong
             send({"t": "done", "status": "failed", "error": f"agent error: {exc!r}"})
         if WARM is not None:  # started for this job, which did not use it
