@@ -109,7 +109,7 @@ class Step:
     memory_mb: int = 512
     # How the compiler is started ahead of a job, waiting for the step's arguments (after
     # ``argv[0]``) on the pipe whose number the agent adds (sandbox_images/agent/warm); empty:
-    # always cold. Only a job's first step is served warm.
+    # always cold.
     warm_start: tuple[str, ...] = ()
 
 

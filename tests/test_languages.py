@@ -14,6 +14,7 @@ skipped silently. The data checks cover every unit whatever the selection.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -166,12 +167,14 @@ def test_definition(key: str) -> None:
         copy = f"COPY agent/warm/{stub.rpartition('/')[2]} {stub}"
         assert copy in unit_build(unit).dockerfile.read_text().splitlines(), copy
     if unit.compile is not None and unit.compile.warm_start:
-        # A compile step's stub is started with the compile command it stands in for; only a
-        # job's first step is served warm, so the run step of a compiled language never is.
-        stub = unit.compile.warm_start[-1]
-        assert not unit.warm_start, unit.warm_start
-        copy = f"COPY agent/warm/{stub.rpartition('/')[2]} {stub}"
-        assert copy in unit_build(unit).dockerfile.read_text().splitlines(), copy
+        # A warm compiler is a snapshot its image builds for exactly the language's compile command.
+        assert unit.compile.warm_start[:2] == ("node", "--snapshot-blob"), unit.compile.warm_start
+        blob = unit.compile.warm_start[2]
+        stub = blob.removesuffix(".blob") + ".js"
+        lines = unit_build(unit).dockerfile.read_text().splitlines()
+        assert f"COPY agent/warm/{stub.rpartition('/')[2]} {stub}" in lines, stub
+        build = ["node", "--snapshot-blob", blob, "--build-snapshot", stub, *unit.compile.argv]
+        assert f"RUN {json.dumps(build)}" in lines, build
 
 
 def test_judge0_ids_are_unique() -> None:

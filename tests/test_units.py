@@ -347,6 +347,26 @@ def test_agent_job_applies_compile_limits_and_names_the_main_file() -> None:
     assert default["limits"]["timeout_s"] == java.compile.timeout_s and default["memory_mb"] == java.compile.memory_mb
 
 
+def test_agent_job_marks_the_first_step_warm() -> None:
+    """TypeScript's compile and run steps, Python's run step are warm; tighter compile limits
+    make the compile step cold, and a compiled language's run step is warm with its default
+    limits only."""
+    registry = Registry.load(("typescript", "python"))
+    typescript, python = registry.unit("typescript"), registry.unit("python")
+    assert typescript is not None and typescript.compile is not None and python is not None
+    files = [{"name": "main.ts", "content": "x"}]
+    build, run = agent_job("j1", typescript, typescript.default_limits, files, "", ())["steps"]
+    assert build["warm"] == list(typescript.compile.warm_start) and run["warm"] == list(typescript.warm_start)
+    build, run = agent_job("j1", typescript, typescript.default_limits.merged({"processes": 8}), files, "", ())["steps"]
+    assert build["warm"] == list(typescript.compile.warm_start) and "warm" not in run
+    interactive = agent_job("j2", typescript, Limits(), files, "", (), interactive=True, idle_s=5)["steps"][0]
+    assert interactive["warm"] == list(typescript.compile.warm_start)
+    tighter = agent_job("j3", typescript, Limits(), files, "", (), compile_limits={"timeout_s": 5})["steps"][0]
+    assert "warm" not in tighter
+    (only,) = agent_job("j4", python, Limits(), [{"name": "main.py", "content": "x"}], "", ())["steps"]
+    assert only["warm"] == list(python.warm_start)
+
+
 def test_judge0_ce_ids_served_and_not_served_are_as_the_readme_says() -> None:
     """Judge0 CE 1.13.1's ids are 43-89; the README names the eight runbox does not serve and why."""
     served = set(judge0_languages(Registry.load()))

@@ -268,11 +268,14 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
             # A signal sent while the program compiles is for the compiler, as in Piston;
             # the input sent meanwhile waits for the run step.
             step["signals"] = True
-    elif language.warm_start and stack_kb <= 0 and len(steps) == 1:
-        steps[-1]["warm"] = list(language.warm_start)  # the interpreter may already be running, waiting for it
+    elif language.warm_start and stack_kb <= 0 and (language.compile is None or limits == language.default_limits):
+        # The interpreter may already be running, waiting for it. After a compile step only
+        # with the default limits: it waits through that step, holding threads and memory the
+        # container's limits, sized for one step at a time, leave room for only then.
+        steps[-1]["warm"] = list(language.warm_start)
     if language.compile is not None and language.compile.warm_start and not compile_limits:
-        # The compiler may already be running, waiting for it (only a job's first step can be
-        # served warm; a step with tighter limits runs exactly as its cold command would).
+        # The compiler may already be running, waiting for it (a step with tighter limits than
+        # it was started with runs exactly as its cold command would).
         steps[0]["warm"] = list(language.compile.warm_start)
     for step in steps:
         # The cgroup bounds job and agent together (and a compile-sized container lets a run

@@ -51,15 +51,15 @@ TOKEN: str | None = None
 # True from a job's arrival until its scrub is done: the only time a process of the job exists.
 BUSY = False
 
-# A job's first step marked ``warm`` (the command its language's JSON names as ``warm_start``:
-# the interpreter and its stub under /opt/runbox/warm; for a compile step, the compiler's stub
-# followed by the language's own compile command) may be served by a process started once the
-# scrub after a job is done, before the next job arrives, as ``WARM... FD``: the stub waits for
-# the step's arguments (the command's after its first word) on pipe FD, closes it, and runs
-# them as the cold command would (see each stub and docs/security.md). It is a new process
-# started after every process of the job before was killed, so it holds nothing of that job;
-# the step's limits, environment and session are the ones a cold start gets. Only the first
-# step: every process of a step is killed when it ends, a later step's warm process with them.
+# A step marked ``warm`` (the command its language's JSON names as ``warm_start``: an
+# interpreter and its stub under /opt/runbox/warm, or a compiler's snapshot) may be served by
+# a process started once the scrub after a job is done, before the next job arrives, as
+# ``WARM... FD``: the stub waits for the step's arguments (the command's after its first word)
+# on pipe FD, closes it, and runs them as the cold command would (see each stub and
+# docs/security.md). It is a new process started after every process of the job before was
+# killed, so it holds nothing of that job; the step's limits, environment and session are the
+# ones a cold start gets. A later step's warm process waits through the earlier steps: each
+# ends by killing every process but those (see end_step).
 
 
 class Warm:
@@ -88,7 +88,8 @@ class Warm:
                     pass
 
 
-WARM: Warm | None = None
+# The warm processes started for the coming job, by the name of the step each may serve.
+WARM: dict[str, Warm] = {}
 
 
 def on_term(_sig: int, _frame: object) -> None:
@@ -151,12 +152,45 @@ def sysv_counts() -> dict:
     return counts
 
 
-def kill_everything() -> None:
-    """SIGKILL every process in the container but this one, then reap them all."""
+def kill_everything(spare: frozenset[int] = frozenset()) -> None:
+    """SIGKILL every process in the container but this one (and ``spare``, one by one)."""
+    if spare:
+        for pid in other_processes():
+            if pid not in spare:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        return
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def waiting() -> frozenset[int]:
+    """The warm processes still waiting for a later step of this job: a step must spare them."""
+    return frozenset(warm.proc.pid for warm in WARM.values())
+
+
+def end_step(usage: dict) -> None:
+    """Kill and reap every process of the step that ends. Warm processes waiting for a later
+    step are spared only while every other process can be seen gone: a step whose processes
+    outlast a second of killing them one by one takes those warm processes down too (the
+    later steps start cold), by the kill(-1) no fork can outrun."""
+    spare = waiting()
+    deadline = time.monotonic() + 1.0
+    while spare:
+        kill_everything(spare)
+        reap(usage)
+        if not set(other_processes()) - spare:
+            return
+        if time.monotonic() >= deadline:
+            discard_warm()
+            break
+        time.sleep(0.002)
+    kill_everything()
+    reap(usage, block_until=time.monotonic() + 1.0)
 
 
 def reap(usage: dict, block_until: float = 0.0) -> None:
@@ -385,8 +419,7 @@ def warm_key(step: dict, env: dict) -> str:
 
 
 def prepare_warm(step: dict, env: dict) -> None:
-    """After a clean scrub: start the process the next job's first step like ``step`` will run in."""
-    global WARM
+    """After a clean scrub: start the process the next job's step like ``step`` will run in."""
     held = held_memory_kb() if step.get("watch_memory_kb") else -1
     read, write = os.pipe()
     try:
@@ -397,18 +430,27 @@ def prepare_warm(step: dict, env: dict) -> None:
     finally:
         os.close(read)
     first_in_line_for_oom(proc.pid)
-    WARM = Warm(warm_key(step, env), proc, write, held)
+    WARM[step["name"]] = Warm(warm_key(step, env), proc, write, held)
+
+
+def discard_warm() -> None:
+    """Kill every warm process still waiting."""
+    while WARM:
+        WARM.popitem()[1].discard()
 
 
 def take_warm(step: dict, env: dict) -> Warm | None:
     """The warm process, now running ``step``'s command, if it was started for a step like it."""
-    global WARM
-    warm, WARM = WARM, None
+    warm = WARM.pop(step["name"], None)
     if warm is None:
         return None
     if not step.get("warm") or warm.key != warm_key(step, env) or warm.proc.poll() is not None:
         warm.discard()
         return None
+    try:
+        os.kill(warm.proc.pid, signal.SIGCONT)  # an earlier step of the job may have stopped it
+    except OSError:
+        pass
     payload = b"\0".join(os.fsencode(a) for a in step["argv"][1:])
     try:
         while payload:
@@ -563,7 +605,7 @@ def run_step(step: dict, env: dict) -> dict:
             # Once the job is being killed, kill again on every turn: a fork can race a
             # kill(-1) (under gVisor it is not atomic), and a fork bomb's survivors would
             # otherwise hold the output open forever.
-            kill_everything()
+            kill_everything(waiting())
             if now >= deadline + KILL_GRACE_S:
                 for key in list(sel.get_map().values()):
                     if isinstance(key.data, Capture):
@@ -615,7 +657,7 @@ def run_step(step: dict, env: dict) -> dict:
             key.data.feed(data)
             if sum(c.total for c in outs.values() if c is not None) > hard_cap and killed_by is None:
                 killed_by = "output"
-                kill_everything()
+                kill_everything(waiting())
         for c in outs.values():
             if c is not None:
                 c.flush()
@@ -625,11 +667,10 @@ def run_step(step: dict, env: dict) -> dict:
         if usage["status"] is not None and killed_by is None:
             # The program ended but something it started still holds its output open:
             # nothing may outlive its job, so end it now and drain what is left.
-            kill_everything()
+            kill_everything(waiting())
             killed_by = "leftover"
     duration = time.monotonic() - started
-    kill_everything()
-    reap(usage, block_until=time.monotonic() + 1.0)
+    end_step(usage)
     sel.close()
     if exited is not None:
         os.close(exited)
@@ -903,7 +944,7 @@ def close_stderr() -> None:
 
 
 def main() -> None:
-    global TOKEN, BUSY, WARM
+    global TOKEN, BUSY
     make_undumpable()
     close_stderr()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -928,22 +969,23 @@ def main() -> None:
         expected = job.get("next")
         TOKEN = job.get("token")
         BUSY = True
-        warm_for = None
+        warm_for: list = []
         try:
-            first = job["steps"][0] if job["steps"] else {}
-            warm_for = (first, job_env(job)) if first.get("warm") else None
+            env = job_env(job)
+            # The last step's first: a warm process's memory counts for its own step, and an
+            # earlier step's baseline then holds the later ones' waiting processes.
+            warm_for = [(step, env) for step in reversed(job["steps"]) if step.get("warm")]
             run_job(job)
         except Exception as exc:  # the agent must answer whatever went wrong
             send({"t": "done", "status": "failed", "error": f"agent error: {exc!r}"})
-        if WARM is not None:  # started for this job, which did not use it
-            WARM.discard()
-            WARM = None
+        discard_warm()  # started for this job, which did not use them
         leftover = checked_scrub()
-        if leftover is None and warm_for is not None:
+        if leftover is None:
             try:
-                prepare_warm(*warm_for)
+                for step, env in warm_for:
+                    prepare_warm(step, env)
             except Exception:  # only a head start: the next job starts cold
-                WARM = None
+                discard_warm()
         BUSY = False
         send({"t": "ready", "clean": leftover is None, "detail": leftover})
 

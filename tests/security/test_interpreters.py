@@ -1,7 +1,8 @@
-"""Warm interpreters: the next job's interpreter, started before it came, holds nothing of the job before.
+"""Warm interpreters and compilers: the next job's, started before it came, hold nothing of the job before.
 
 After a clean scrub the agent of a warm-started language (python, javascript, ruby, php) starts
-the interpreter the next job will run in, waiting for its program (docs/security.md). These
+the interpreter the next job will run in, waiting for its program; for typescript, the compiler
+its first step runs (docs/security.md). These
 attacks run on ``reuse_target``, where each language has one container: job A changes its
 own interpreter's state (globals, environment, umask, handlers, the module cache), job B runs
 in the interpreter started after A's scrub and reports what it sees. For javascript, ruby and
@@ -24,7 +25,7 @@ import pytest
 from tests.security.conftest import Batch, Target, attack_registry, make_batch, reused
 
 ATTACKS, attack = attack_registry()
-LOCKS = {language: threading.Lock() for language in ("python", "javascript", "ruby", "php")}
+LOCKS = {language: threading.Lock() for language in ("python", "javascript", "ruby", "php", "typescript")}
 COLD_LIMITS = {"timeout_s": 6}  # not the default: a warm interpreter started for the default cannot serve it
 
 
@@ -275,6 +276,99 @@ function fail(string $mark): void
     throw new OutOfRangeException($mark);
 }
 fail($mark);
+"""
+
+
+@attack("compiler_state_typescript")
+def compiler_state_typescript(t: Target) -> None:
+    """TypeScript's next job may be compiled by a tsc the agent started from its image's
+    snapshot before the job came, and run by a node started then too: they see nothing job A
+    left (files, a types package, a global declaration), and the job compiles, reports a type
+    error and runs exactly as with a cold tsc and node."""
+    mark = f"left{secrets.token_hex(4)}"
+    with LOCKS["typescript"]:
+        before = t.settle("typescript")
+        state_a = t.run("typescript", TS_A, args=[mark])
+        assert state_a["status"] == "completed" and state_a["result"]["exit_code"] == 0, t.explain(state_a)
+        reused(t, "typescript", before)
+        waiting = warm_processes(t, before)
+        # Started after A's scrub, waiting for the next job: its compiler and its interpreter.
+        assert sorted(waiting.values()) == ["node --snapshot-blob /opt/runbox/warm/tsc.blob --",
+                                            "node /opt/runbox/warm/node.js"], waiting
+        runs: dict[str, list[dict[str, Any]]] = {"warm": [], "cold": []}
+        # Other output limits than the default (and than each other) for the cold pair: a warm
+        # process started for the job before cannot serve them.
+        for name, limits in (("warm", (None, None)), ("cold", ({"output_kb": 65}, {"output_kb": 66}))):
+            for source, job_limits in zip((TS_B, TS_WRONG % mark), limits, strict=True):
+                runs[name].append(t.run("typescript", source, args=[mark], limits=job_limits))
+                reused(t, "typescript", before)
+        assert not set(waiting) & set(warm_processes(t, before)), waiting  # B took both
+    assert json.loads(state_a["result"]["stdout"])["wrote"] in ("EROFS", "EACCES"), t.explain(state_a)
+    (warm_b, warm_wrong), (cold_b, cold_wrong) = runs["warm"], runs["cold"]
+    for state in (warm_b, cold_b):
+        assert state["status"] == "completed" and state["result"]["exit_code"] == 0, t.explain(state)
+        assert state["result"]["compile_output"] == "", t.explain(state)
+    seen, fresh = reports(warm_b, cold_b)
+    assert seen == fresh, (seen, fresh)  # the same emitted program, too
+    assert "exports" in seen.pop("emitted") and seen == {
+        "parent": 1, "global": None, "environ": None, "tmp": [], "work": ["main.js", "main.ts"],
+        "argv": ["/work/main.js", mark],
+    }, seen
+    for state in (warm_wrong, cold_wrong):
+        assert state["status"] == "compile_error" and state["result"]["exit_code"] == 2, t.explain(state)
+    diagnostics = [state["result"]["compile_output"] for state in (warm_wrong, cold_wrong)]
+    assert diagnostics == 2 * [
+        "main.ts(1,25): error TS2339: Property 'left' does not exist on type 'undefined[]'.\n"
+        f"main.ts(2,13): error TS2304: Cannot find name 'LEFT_{mark}'.\n"], diagnostics
+
+
+def warm_processes(t: Target, container_id: str) -> dict[int, str]:
+    """The warm processes waiting in the idle container (process id: command, without the pipe's
+    number), read from its /proc by a process run in it (`docker top` does not list gVisor's)."""
+    code, out = t.docker.containers.get(container_id).exec_run(["python3", "-c", LIST_WARM])
+    assert code == 0, out
+    return {int(pid): command for pid, command in json.loads(out).items()}
+
+
+LIST_WARM = r"""
+import json, os
+found = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode().split("\0")[:-1]
+    except OSError:
+        continue
+    if any(arg.startswith("/opt/runbox/warm/") for arg in argv):
+        found[pid] = " ".join(argv[:-1])
+print(json.dumps(found))
+"""
+
+
+TS_A = """
+import * as fs from "fs";
+const mark: string = process.argv[2];
+(globalThis as any).LEFT = mark;  // the program's own state, a declaration and a types package tsc
+process.env.LEFT = mark;  // would pick up by itself were they still there, and the compiler's snapshot
+fs.writeFileSync("/tmp/left.d.ts", `declare var LEFT_${mark}: string;`);
+fs.mkdirSync("/work/node_modules/@types/left", { recursive: true });
+fs.writeFileSync("/work/node_modules/@types/left/index.d.ts", `interface Array<T> { left: string }
+declare var LEFT_${mark}: string;`);
+let wrote: string = "written";
+try { fs.writeFileSync("/opt/runbox/warm/tsc.blob", ""); } catch (error: any) { wrote = error.code; }
+console.log(JSON.stringify({ pid: process.pid, wrote }));
+"""
+TS_B = """
+import * as fs from "fs";
+const mark: string = process.argv[2];
+console.log(JSON.stringify({
+  pid: process.pid, parent: process.ppid, global: (globalThis as any).LEFT ?? null, environ: process.env.LEFT ?? null,
+  tmp: fs.readdirSync("/tmp"), work: fs.readdirSync("/work").sort(), argv: process.argv.slice(1),
+  emitted: fs.readFileSync("/work/main.js", "utf8"),
+}));
+"""
+TS_WRONG = """const left: string = [].left;
+console.log(LEFT_%s, left);
 """
 
 
