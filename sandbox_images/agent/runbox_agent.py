@@ -902,7 +902,9 @@ def scrub() -> str | None:
             if os.path.isdir(path) and not os.path.islink(path):
                 subprocess.run(["chmod", "-R", "u+rwx", "--", path], **quiet)
                 subprocess.run(["rm", "-rf", "--", path], **quiet)
-    if shutil.which("ipcrm"):
+    # ipcrm only when there is something to remove: a process started after every job was
+    # a good share of the agent's own CPU per job, for the few jobs that leave an object.
+    if any(sysv_counts().values()) and shutil.which("ipcrm"):
         subprocess.run(["ipcrm", "--all"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     sysv = sysv_counts()
     if any(sysv.values()):
