@@ -16,8 +16,8 @@ from app import logs
 from app.config import ConfigError, Settings
 from app.metrics import Metrics
 from app.server import asgi_app, create_app
+from app.web import probe
 from app.web import server as web_server
-from app.web.probe import Probe
 
 
 def listen(host: str, port: int, variable: str = "RUNBOX_HOST/RUNBOX_PORT") -> socket.socket:
@@ -55,17 +55,8 @@ async def _serve(settings: Settings, sock: socket.socket, probe_sock: socket.soc
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if probe_sock is None:
+    async with probe.serving(probe_sock, settings.roles, metrics, settings.liveness_stall_s):
         await serve(asgi_app(app), config, shutdown_trigger=stop.wait)
-        return
-    probe = Probe(probe_sock, settings.roles, metrics, settings.liveness_stall_s)
-    beating = asyncio.create_task(probe.heartbeat.run(), name="runbox-heartbeat")
-    probe.start()
-    try:
-        await serve(asgi_app(app), config, shutdown_trigger=stop.wait)
-    finally:
-        beating.cancel()
-        await asyncio.to_thread(probe.stop)
 
 
 def main() -> None:

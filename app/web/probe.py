@@ -12,10 +12,12 @@ turns. A task beats every :data:`BEAT_S`; once the last beat is older than
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -125,3 +127,21 @@ class Probe:
         """Stop answering and close the socket."""
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    sock: socket.socket | None, roles: tuple[str, ...], metrics: Metrics, stall_s: float
+) -> AsyncIterator[None]:
+    """Answer probes on ``sock`` (none when it is None), with the loop's heartbeat, while the body runs."""
+    if sock is None:
+        yield
+        return
+    probe = Probe(sock, roles, metrics, stall_s)
+    beating = asyncio.create_task(probe.heartbeat.run(), name="runbox-heartbeat")
+    probe.start()
+    try:
+        yield
+    finally:
+        beating.cancel()
+        await asyncio.to_thread(probe.stop)

@@ -834,9 +834,8 @@ def job_env(job: dict) -> dict:
     return env
 
 
-def run_job(job: dict) -> None:
-    """Write a job's files and run its steps, sending each outcome."""
-    env = job_env(job)
+def run_job(job: dict, env: dict) -> None:
+    """Write a job's files and run its steps in ``env``, sending each outcome."""
     error = write_files(job["files"])
     if error:
         send({"t": "done", "status": "failed", "error": error})
@@ -904,9 +903,10 @@ def scrub() -> str | None:
                 subprocess.run(["rm", "-rf", "--", path], **quiet)
     # ipcrm only when there is something to remove: a process started after every job was
     # a good share of the agent's own CPU per job, for the few jobs that leave an object.
-    if any(sysv_counts().values()) and shutil.which("ipcrm"):
-        subprocess.run(["ipcrm", "--all"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     sysv = sysv_counts()
+    if any(sysv.values()) and shutil.which("ipcrm"):
+        subprocess.run(["ipcrm", "--all"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        sysv = sysv_counts()
     if any(sysv.values()):
         left.append(f"System V objects {sysv}")
     if other_processes():
@@ -977,7 +977,7 @@ def main() -> None:
             # The last step's first: a warm process's memory counts for its own step, and an
             # earlier step's baseline then holds the later ones' waiting processes.
             warm_for = [(step, env) for step in reversed(job["steps"]) if step.get("warm")]
-            run_job(job)
+            run_job(job, env)
         except Exception as exc:  # the agent must answer whatever went wrong
             send({"t": "done", "status": "failed", "error": f"agent error: {exc!r}"})
         discard_warm()  # started for this job, which did not use them
