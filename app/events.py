@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 # A job's "queued" event is appended within this long of the time in its id.
 ID_CLOCK_SLACK_S = 2.0
+# How long a read of a running job waits to catch up with the stream before it answers with
+# what this gateway already knows (a broker too slow or gone must not stall every poll).
+FRESH_WAIT_S = 1.0
 
 
 class ExpiredJob(LookupError):
@@ -166,6 +169,8 @@ class EventLog:
         self._cap = settings.events_cache_mb * 1024 * 1024
         self._in_flight: dict[str, set[str]] = defaultdict(set)
         self._markers: dict[str, asyncio.Future[None]] = {}
+        self._next_sync: asyncio.Future[None] | None = None
+        self._sync_turn = asyncio.Lock()
         self._tail_start = time.time() - settings.events_lookback_s
         self._task: asyncio.Task[None] | None = None
         self._replays = asyncio.Semaphore(settings.max_replays)
@@ -273,24 +278,44 @@ class EventLog:
         return self._in_flight.get(identity, frozenset())
 
     # --- reading -----------------------------------------------------------------------------
-    async def sync(self, timeout: float = 5.0) -> None:
-        """Return once the tail has read everything appended to the stream before this call."""
-        token = "marker:" + secrets.token_hex(8)
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._markers[token] = waiter
-        try:
-            await self.broker.publish_event(Event(job=token, name=MARKER, data={}))
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError as exc:
-            raise BrokerUnavailable("the event stream is not being read; try again shortly") from exc
-        finally:
-            self._markers.pop(token, None)
+    async def sync(self) -> None:
+        """Return once the tail has read everything appended to the stream before this call.
 
-    async def record(self, job_id: str) -> JobRecord | None:
+        Callers share markers: everyone who arrives while the next marker is not yet
+        published waits for that one, so a storm of polls costs one marker per round trip
+        to the broker, not one per request.
+        """
+        pending = self._next_sync
+        if pending is None or pending.done():
+            pending = self._next_sync = asyncio.ensure_future(self._sync_round())
+            # Retrieved here, so a round whose callers all went away is not logged as unhandled.
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await asyncio.shield(pending)
+
+    async def _sync_round(self, timeout: float = 5.0) -> None:
+        async with self._sync_turn:  # one marker in flight at a time
+            # From here on, arrivals need a marker published after them: the next round's.
+            self._next_sync = None
+            token = "marker:" + secrets.token_hex(8)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._markers[token] = waiter
+            try:
+                await self.broker.publish_event(Event(job=token, name=MARKER, data={}))
+                await asyncio.wait_for(waiter, timeout)
+            except TimeoutError as exc:
+                raise BrokerUnavailable("the event stream is not being read; try again shortly") from exc
+            finally:
+                self._markers.pop(token, None)
+
+    async def record(self, job_id: str, fresh: bool = False) -> JobRecord | None:
         """The job's record, or None when no such job was accepted.
 
         An id whose check digits do not match, or from the future, is None at once, without
         reading anything; one older than the stream's retention raises :class:`ExpiredJob`.
+        With ``fresh``, a job not yet ended here is first caught up with the stream, so a
+        client never reads an older state from this gateway than another gateway showed it
+        (best effort: after :data:`FRESH_WAIT_S`, or with the broker gone, it answers with
+        what it has).
         """
         if not job_id_valid(job_id, self.settings.job_id_key):
             return None
@@ -303,6 +328,11 @@ class EventLog:
         record = self._records.get(job_id)
         if record is not None and record.complete:
             self._records.move_to_end(job_id)  # recently used: evicted last
+            if fresh and not record.state.terminal and not record.discarded:
+                with contextlib.suppress(BrokerUnavailable, TimeoutError):
+                    async with asyncio.timeout(FRESH_WAIT_S):
+                        await self.sync()
+                record = self._records.get(job_id, record)
             return None if record.discarded else record
         if created - ID_CLOCK_SLACK_S > self._tail_start:
             # The tail covers this job's whole life; it may just not have read it yet.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from app.executor.slots import FairSlots
 from app.gateway.judge0.contract import judge0_languages
 from app.languages import LimitError, Limits, Registry
 from app.messages import Event, JobState, job_id_time, job_id_valid, new_job_id
+from app.metrics import Metrics
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +296,54 @@ def test_event_log_is_bounded_in_bytes() -> None:
         log.note_local(Event(job=job, name="result", data=done, attempt=1, n=2))
         assert log.cached_bytes <= 1024 * 1024
     assert log.cached_bytes > 512 * 1024  # it keeps what fits, not nothing
+
+
+class LaggingStream:
+    """A stand-in for the broker and the stream: what is appended reaches the tail a little later."""
+
+    def __init__(self, log: Any, lag_s: float, fail: bool = False) -> None:
+        self.log, self.lag_s, self.fail = log, lag_s, fail
+        self.markers = 0
+
+    async def publish_event(self, event: Event) -> None:
+        if self.fail:
+            from app.broker import BrokerUnavailable
+
+            raise BrokerUnavailable("down")
+        self.markers += 1
+        asyncio.get_running_loop().call_later(self.lag_s, self.log._apply, event)
+
+    def append_unread(self, event: Event) -> None:
+        """An event another gateway already showed, which this gateway's tail reads after ``lag_s``."""
+        asyncio.get_running_loop().call_later(self.lag_s, self.log._apply, event)
+
+
+def test_a_read_of_a_running_job_catches_up_with_the_stream_first() -> None:
+    """What one gateway showed, another never contradicts: a poll sees the result the stream holds."""
+    from app.events import EventLog
+
+    settings = Settings()
+    done = {"status": "completed", "finished_at": time.time(), "result": {"stdout": "hi\n"}}
+
+    async def scenario(fail: bool) -> tuple[list[str], list[str], int]:
+        log = EventLog(settings, broker=None, metrics=Metrics())  # type: ignore[arg-type]
+        stream = LaggingStream(log, 0.05, fail)
+        log.broker = stream  # type: ignore[assignment]
+        jobs = [new_job_id(key=settings.job_id_key) for _ in range(20)]
+        for job in jobs:
+            log.note_local(Event(job=job, name="queued", data={"language": "python", "created_at": time.time()}))
+            stream.append_unread(Event(job=job, name="result", data=done, attempt=1, n=1))
+        stale = [record.state.status for job in jobs if (record := await log.record(job)) is not None]
+        fresh = await asyncio.gather(*(log.record(job, fresh=True) for job in jobs))
+        return stale, [record.state.status for record in fresh if record is not None], stream.markers
+
+    stale, fresh, markers = asyncio.run(scenario(False))
+    assert stale == ["queued"] * 20
+    assert fresh == ["completed"] * 20
+    assert markers == 1  # twenty concurrent polls shared one marker
+    # With the broker gone, a poll still answers at once, with what this gateway knows.
+    stale, fresh, markers = asyncio.run(scenario(True))
+    assert fresh == ["queued"] * 20 and markers == 0
 
 
 def test_piston_picks_versions_as_pistons_semver_matcher() -> None:

@@ -88,10 +88,13 @@ class Gateway:
         except body.BadJson as exc:
             raise ApiError(400, "invalid_json", f"The request body is not acceptable JSON: {exc}.") from None
 
-    async def lookup(self, job_id: str) -> JobRecord:
-        """The job's record; 404 for an id never issued, 410 when its history aged out, 503 when busy."""
+    async def lookup(self, job_id: str, fresh: bool = False) -> JobRecord:
+        """The job's record; 404 for an id never issued, 410 when its history aged out, 503 when busy.
+
+        ``fresh`` is for reads that answer with the job's state (see :meth:`EventLog.record`).
+        """
         try:
-            record = await self.events.record(job_id)
+            record = await self.events.record(job_id, fresh)
         except ExpiredJob:
             raise ApiError(
                 410,

@@ -78,7 +78,7 @@ async def job_stdin(job_id: str) -> Any:
 async def job_state(job_id: str) -> Any:
     gw = gateway()
     gw.reader()
-    record = await gw.lookup(job_id)
+    record = await gw.lookup(job_id, fresh=True)
     return jsonify(record.state.public())
 
 

@@ -18,6 +18,7 @@ Judge0 compares (trailing whitespace of each line and trailing blank lines ignor
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
@@ -293,14 +294,19 @@ async def get_batch() -> Any:
     encoded = query_flag("base64_encoded")
     tokens = tokens_asked()
     gw.admission.read(identity, len(tokens))
-    out: list[dict[str, Any] | None] = []
-    for token in tokens:
+
+    async def lookup(token: str) -> JobRecord | None:
         try:
-            record: JobRecord | None = await gw.lookup(token)
+            return await gw.lookup(token, fresh=True)
         except ApiError as exc:
             if exc.status not in (404, 410):
                 raise
-            record = None
+            return None
+
+    # Looked up together, so the running ones share one catch-up with the stream.
+    records = await asyncio.gather(*(lookup(token) for token in tokens))
+    out: list[dict[str, Any] | None] = []
+    for record in records:
         if record is None:
             out.append(None)
             continue
@@ -324,7 +330,7 @@ async def get_submission(token: str) -> Any:
     fields = requested_fields()
     encoded = query_flag("base64_encoded")
     try:
-        record = await gw.lookup(token)
+        record = await gw.lookup(token, fresh=True)
     except ApiError as exc:
         if exc.status == 404:
             raise ApiError(404, "not_found", f"submission with token {token[:64]} doesn't exist") from None
