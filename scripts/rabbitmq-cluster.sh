@@ -34,6 +34,12 @@ start_node() {
     if running "$n"; then return 0; fi
     mkdir -p "$dir/mnesia" "$dir/log"
     echo '[rabbitmq_prometheus].' >"$dir/enabled_plugins"
+    # Peer discovery from a fixed list, as docs/deploy.md sets up real hosts: blank nodes booted
+    # together form one cluster by themselves (RabbitMQ serialises them with a lock).
+    {
+        echo "cluster_formation.peer_discovery_backend = classic_config"
+        for m in "${NODES[@]}"; do echo "cluster_formation.classic_config.nodes.$m = $(name "$m")"; done
+    } >"$dir/rabbitmq.conf"
     chown -R rabbitmq:rabbitmq "$BASE"
     log "starting $(name "$n") on port $(amqp_port "$n")"
     # Its own session, so the node outlives the shell (and test) that started it.
@@ -44,6 +50,7 @@ start_node() {
         RABBITMQ_LOG_BASE="$dir/log" \
         RABBITMQ_PID_FILE="$dir/pid" \
         RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+        RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
         RABBITMQ_SERVER_START_ARGS="-rabbitmq_prometheus tcp_config [{port,$(prom_port "$n")}]" \
         setsid rabbitmq-server -detached >/dev/null 2>&1 </dev/null || true
 }
@@ -120,12 +127,14 @@ restart() {  # the whole broker down and up again, as a RabbitMQ restart is on o
 }
 
 stop() {
-    for n in "${NODES[@]}"; do
+    local pids=()
+    for n in "${NODES[@]}"; do  # together: the data is deleted anyway, so no node need outlive another
         if running "$n"; then
             log "stopping $(name "$n")"
-            ctl "$n" stop >/dev/null 2>&1 || true
+            { ctl "$n" stop >/dev/null 2>&1 || true; } & pids+=($!)
         fi
     done
+    for pid in "${pids[@]}"; do wait "$pid"; done
     rm -rf "$BASE"
 }
 
