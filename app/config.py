@@ -49,7 +49,7 @@ class Settings:
     roles: tuple[str, ...] = ("gateway", "executor")
     host: str = "127.0.0.1"
     port: int = 8080
-    # A second port answering GET /healthz from threads of their own (app/web/probe.py), for
+    # A second port answering GET /healthz from a loop of its own (app/web/probe.py), for
     # orchestrators: answered while the event loop is busy, 503 once it stalls. 0: none.
     probe_port: int = 0
     liveness_stall_s: float = 10.0  # the loop not running this long makes the probe port say "stalled"

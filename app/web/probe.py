@@ -1,12 +1,16 @@
-"""Liveness from outside the event loop: ``GET /healthz`` on ``RUNBOX_PROBE_PORT``, answered by a thread.
+"""Liveness from outside the event loop: ``GET /healthz`` on ``RUNBOX_PROBE_PORT``, answered by a loop of its own.
 
 Under a storm of submissions every answer on the main port waits its turn in the event loop,
 ``/healthz``'s too (half a second at 200 busy connections on two cores), and an orchestrator
-whose probe times out restarts a gateway that is busy but healthy. This listener runs in
-threads of its own, so a probe is answered within a few of the interpreter's thread switches
-whatever the loop is doing; and it can tell what the main port cannot: whether the loop still
-turns. A task beats every :data:`BEAT_S`; once the last beat is older than
+whose probe times out restarts a gateway that is busy but healthy. This listener runs its own
+event loop in a thread, so a probe is answered within a few of the interpreter's thread
+switches whatever the main loop is doing; and it can tell what the main port cannot: whether
+the main loop still turns. A task beats every :data:`BEAT_S`; once the last beat is older than
 ``RUNBOX_LIVENESS_STALL_S`` the answer is 503 ``stalled``, the one state a restart cures.
+
+A loop rather than a thread per connection: connections that send nothing (a slow client, or
+one holding sockets on purpose) cost a socket each, not a handler, and are cut after
+:data:`REQUEST_DEADLINE_S`, so they cannot crowd the orchestrator's probe out.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import h11
 
 from app.metrics import Metrics
 
 BEAT_S = 0.25
-MAX_HANDLERS = 8  # probes answered at once; a connection beyond them is closed unanswered
-SOCKET_TIMEOUT_S = 5.0  # a probe that sends nothing does not hold a handler longer
+MAX_CONNECTIONS = 256  # open at once; one more is closed unanswered (each costs a socket, no thread)
+REQUEST_DEADLINE_S = 2.0  # to send a whole request: a probe sends it at once
+MAX_REQUEST_BYTES = 8192
 
 
 class Heartbeat:
@@ -45,72 +51,25 @@ class Heartbeat:
         return max(0.0, time.monotonic() - self.last - BEAT_S)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, sock: socket.socket, probe: Probe) -> None:
-        super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
-        self.socket.close()
-        self.socket = sock
-        self.probe = probe
-        self.slots = threading.BoundedSemaphore(MAX_HANDLERS)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)  # a flood of connections must not become a flood of threads
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = SOCKET_TIMEOUT_S
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self._answer(head=False)
-
-    def do_HEAD(self) -> None:
-        self._answer(head=True)
-
-    def _answer(self, head: bool) -> None:
-        began = time.perf_counter()
-        status, body = self.server.probe.answer(self.path)
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if not head:
-            self.wfile.write(payload)
-        route = "/healthz" if status != 404 else "unmatched"
-        self.server.probe.metrics.answered(route, self.command, status, time.perf_counter() - began)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Probes are counted in the metrics, not logged: one line per probe is noise."""
-
-
 class Probe:
-    """The probe port: serves ``GET``/``HEAD /healthz`` from a thread until :meth:`stop`."""
+    """The probe port: serves ``GET``/``HEAD /healthz`` from a thread's event loop until :meth:`stop`."""
 
     def __init__(self, sock: socket.socket, roles: tuple[str, ...], metrics: Metrics, stall_s: float) -> None:
         self.roles = list(roles)
         self.metrics = metrics
         self.stall_s = stall_s
         self.heartbeat = Heartbeat()
-        self._server = _Server(sock, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="runbox-probe", daemon=True)
+        self.address: tuple[str, int] = sock.getsockname()[:2]
+        self._sock = sock
+        self._open = 0
+        self._loop = asyncio.new_event_loop()
+        self._stopping = asyncio.Event()
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),),
+                                        name="runbox-probe", daemon=True)
 
     def answer(self, path: str) -> tuple[int, dict[str, Any]]:
-        """The status and body for a probe of ``path`` (called from the probe's threads)."""
+        """The status and body for a probe of ``path``."""
         if path.split("?", 1)[0] != "/healthz":
             return 404, {"error": {"code": "not_found", "message": "This port answers GET /healthz only."}}
         lag = self.heartbeat.lag()
@@ -122,11 +81,68 @@ class Probe:
     def start(self) -> None:
         """Start answering (the socket is already bound and listening)."""
         self._thread.start()
+        self._listening.wait(5)
 
     def stop(self) -> None:
         """Stop answering and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join(5)
+        self._loop.close()
+
+    async def _serve(self) -> None:
+        server = await asyncio.start_server(self._connection, sock=self._sock)
+        self._listening.set()
+        async with server:
+            await self._stopping.wait()
+            server.close()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            writer.transport.abort()  # a flood of connections must not become a flood of anything
+            return
+        self._open += 1
+        try:
+            async with asyncio.timeout(REQUEST_DEADLINE_S):
+                await self._exchange(reader, writer)
+        except (TimeoutError, OSError, h11.ProtocolError):
+            pass  # slow, gone or not HTTP: nothing to answer
+        finally:
+            self._open -= 1
+            if not writer.is_closing():
+                writer.transport.abort()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read one request and answer it, then the connection closes."""
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
+        event = http.next_event()
+        while event is h11.NEED_DATA:
+            http.receive_data(await reader.read(4096))
+            event = http.next_event()
+        if not isinstance(event, h11.Request):
+            return
+        began = time.perf_counter()
+        method = event.method.decode("ascii", "replace")
+        if method in ("GET", "HEAD"):
+            status, body = self.answer(event.target.decode("ascii", "replace"))
+        else:
+            refusal = {"code": "method_not_allowed", "message": "This port answers GET /healthz only."}
+            status, body = 405, {"error": refusal}
+        payload = json.dumps(body).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+                   ("Cache-Control", "no-store"), ("Connection", "close")]
+        if status == 405:
+            headers.append(("Allow", "GET, HEAD"))
+        writer.write(http.send(h11.Response(status_code=status, headers=headers)) or b"")
+        if method != "HEAD":
+            writer.write(http.send(h11.Data(data=payload)) or b"")
+        writer.write(http.send(h11.EndOfMessage()) or b"")
+        writer.close()
+        await writer.wait_closed()
+        route = "/healthz" if status == 200 or status == 503 else "unmatched"
+        # Only the two methods a probe uses are labels: any other word is a client's to choose.
+        self.metrics.answered(route, method if method in ("GET", "HEAD") else "other", status,
+                              time.perf_counter() - began)
 
 
 @contextlib.asynccontextmanager
