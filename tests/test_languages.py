@@ -166,7 +166,21 @@ def test_definition(key: str) -> None:
         assert interpreter == unit.run[0] and len(unit.run) == 2, (unit.warm_start, unit.run)
         copy = f"COPY agent/warm/{stub.rpartition('/')[2]} {stub}"
         assert copy in unit_build(unit).dockerfile.read_text().splitlines(), copy
-    if unit.compile is not None and unit.compile.warm_start:
+    if unit.compile is not None and unit.compile.warm_start and unit.compile.warm_start[0] == "java":
+        # A warm javac is a JVM started with the compile command's own -J options (its class-data
+        # archive aside), and its archive is made by serving exactly that command.
+        *jvm, dash_cp, jar, main = unit.compile.warm_start[1:]
+        assert (dash_cp, jar, main) == ("-cp", "/opt/runbox/warm/javac.jar", "Javac"), unit.compile.warm_start
+        script = unit.compile.argv[2]
+        launcher = [word[2:] for word in script.split() if word.startswith("-J")]
+        archive = "-XX:SharedArchiveFile="
+        assert [o for o in jvm if not o.startswith(archive)] == [o for o in launcher if not o.startswith(archive)]
+        text = unit_build(unit).dockerfile.read_text()
+        assert "COPY agent/warm/Javac.java /opt/runbox/warm/src/Javac.java" in text.splitlines()
+        (own,) = [o for o in jvm if o.startswith(archive)]
+        assert f"printf '%s\\0' -c '{script}'" in text
+        assert f"-XX:ArchiveClassesAtExit={own.removeprefix(archive)}" in text
+    elif unit.compile is not None and unit.compile.warm_start:
         # A warm compiler is a snapshot its image builds for exactly the language's compile command.
         assert unit.compile.warm_start[:2] == ("node", "--snapshot-blob"), unit.compile.warm_start
         blob = unit.compile.warm_start[2]

@@ -70,6 +70,7 @@ class Warm:
         self.proc = proc
         self.control = control
         self.held_before = held_before  # memory held before it started: its own counts for the job
+        self.cpu_before = 0.0  # CPU it used before the job was handed to it: not the job's
 
     def discard(self) -> None:
         """Kill it, reap it (so its CPU and memory never count toward the job that discarded it)
@@ -439,6 +440,16 @@ def discard_warm() -> None:
         WARM.popitem()[1].discard()
 
 
+def process_cpu_s(pid: int) -> float:
+    """The CPU time a running process has used so far (0 if unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def take_warm(step: dict, env: dict) -> Warm | None:
     """The warm process, now running ``step``'s command, if it was started for a step like it."""
     warm = WARM.pop(step["name"], None)
@@ -451,6 +462,7 @@ def take_warm(step: dict, env: dict) -> Warm | None:
         os.kill(warm.proc.pid, signal.SIGCONT)  # an earlier step of the job may have stopped it
     except OSError:
         pass
+    warm.cpu_before = process_cpu_s(warm.proc.pid)
     payload = b"\0".join(os.fsencode(a) for a in step["argv"][1:])
     try:
         while payload:
@@ -494,6 +506,8 @@ def run_step(step: dict, env: dict) -> dict:
     warm = take_warm(step, env)
     if warm is not None:
         proc = warm.proc
+        # Its warm-up (a JVM's compiling a sample program, say) is not the job's CPU time.
+        usage["cpu"] = -warm.cpu_before
     else:
         try:
             proc = spawn(step["argv"], step, env, separate)
