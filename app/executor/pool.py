@@ -271,7 +271,8 @@ class Pool:
                 self.warming += 1
                 self._spawn(self._warm_one())
         while self.idle and self.size_now() > self.target and self.waiters == 0:
-            self._spawn(self._remove(self.idle.popleft()))
+            # The one returned last: jobs take the one idle longest, whose warm interpreter is ready.
+            self._spawn(self._remove(self.idle.pop()))
         if time.monotonic() - last_health > HEALTH_INTERVAL_S:
             last_health = time.monotonic()
             for sandbox in [s for s in self.idle if not s.alive]:
@@ -290,7 +291,7 @@ class Pool:
             return False
         # Stay smaller for a while, or this pool would re-warm straight into the freed memory.
         self._yield_until = time.monotonic() + SHRINK_AFTER_S / 4
-        self._spawn(self._remove(self.idle.popleft()))
+        self._spawn(self._remove(self.idle.pop()))  # the least ready, as when shrinking
         self.metrics.container_events.labels(self.language.key, "recycled").inc()
         return True
 
