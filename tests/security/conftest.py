@@ -9,7 +9,7 @@ exhaust. Its environment holds a secret (an API key, and the broker URL's connec
 the password must stay the broker's) that no job may ever see.
 
 The persistence attacks use a second service per runtime (``reuse_target``): python, bash,
-ruby, javascript, php and typescript only, one container each (pool 1:1:1) and a memory budget of exactly those,
+ruby, javascript, php, typescript and java only, one container each (pool 1:1:1) and a memory budget of exactly those,
 so the pool cannot warm a replacement while a container is being scrubbed: a job and the
 job after it run in the same container, which is how those attacks prove the scrub.
 
@@ -44,7 +44,7 @@ from tests.runbox_client import Client, Service, SseEvent
 RUNTIMES = ("runc", "runsc")
 LANGUAGES = ("python", "c", "bash", "javascript", "go", "ruby", "java", "rust")
 POOLS = "python=1:1:2,bash=1:1:2,ruby=0:1:1,c=1:2:3,javascript=1:1:2,go=0:1:1,java=0:1:1,rust=0:1:1"
-REUSE_LANGUAGES = ("python", "bash", "ruby", "javascript", "php", "typescript")
+REUSE_LANGUAGES = ("python", "bash", "ruby", "javascript", "php", "typescript", "java")
 # A secret the service holds: an API key (hashed by the service) and the broker URL's
 # connection name. A job must never see either, nor any RUNBOX_* variable.
 SECRET = f"sekret-{secrets.token_hex(8)}"

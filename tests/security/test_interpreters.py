@@ -1,8 +1,8 @@
 """Warm interpreters and compilers: the next job's, started before it came, hold nothing of the job before.
 
 After a clean scrub the agent of a warm-started language (python, javascript, ruby, php) starts
-the interpreter the next job will run in, waiting for its program; for typescript, the compiler
-its first step runs (docs/security.md). These
+the interpreter the next job will run in, waiting for its program; for typescript and java, the
+compiler its first step runs (docs/security.md). These
 attacks run on ``reuse_target``, where each language has one container: job A changes its
 own interpreter's state (globals, environment, umask, handlers, the module cache), job B runs
 in the interpreter started after A's scrub and reports what it sees. For javascript, ruby and
@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
+from app.languages import Registry
 from tests.security.conftest import Batch, Target, attack_registry, make_batch, reused
 
 ATTACKS, attack = attack_registry()
-LOCKS = {language: threading.Lock() for language in ("python", "javascript", "ruby", "php", "typescript")}
+LOCKS = {language: threading.Lock() for language in ("python", "javascript", "ruby", "php", "typescript", "java")}
 COLD_LIMITS = {"timeout_s": 6}  # not the default: a warm interpreter started for the default cannot serve it
 
 
@@ -320,6 +321,118 @@ def compiler_state_typescript(t: Target) -> None:
     assert diagnostics == 2 * [
         "main.ts(1,25): error TS2339: Property 'left' does not exist on type 'undefined[]'.\n"
         f"main.ts(2,13): error TS2304: Cannot find name 'LEFT_{mark}'.\n"], diagnostics
+
+
+@attack("compiler_state_java")
+def compiler_state_java(t: Target) -> None:
+    """Java's next job may be compiled by a JVM the agent started before the job came, which
+    compiled a sample program of its own: it sees nothing job A left (a class in the work
+    directory, an annotation processor on javac's class path, a source in /tmp), and the job
+    compiles (the same class file), reports its errors and runs exactly as with a cold javac."""
+    mark = f"left{secrets.token_hex(4)}"
+    java = Registry.load(("java",)).unit("java")
+    assert java is not None and java.compile is not None
+    with LOCKS["java"]:
+        before = t.settle("java")
+        state_a = t.run("java", JAVA_A, args=[mark], files=JAVA_A_FILES)
+        assert state_a["status"] == "completed" and state_a["result"]["exit_code"] == 0, t.explain(state_a)
+        reused(t, "java", before)
+        waiting = warm_processes(t, before)
+        assert list(waiting.values()) == [" ".join(java.compile.warm_start)], waiting  # started after A's scrub
+        warm_b = t.run("java", JAVA_B, args=[mark])
+        reused(t, "java", before)
+        warm_wrong = t.run("java", JAVA_WRONG, args=[mark])
+        reused(t, "java", before)
+        # Another output limit than the default: the compiler started for the job before cannot serve it.
+        cold_b = t.run("java", JAVA_B, args=[mark], limits={"output_kb": 65})
+        reused(t, "java", before)
+        assert not set(waiting) & set(warm_processes(t, before)), waiting  # B took it
+    assert json.loads(state_a["result"]["stdout"])["wrote"] in ("AccessDeniedException", "FileSystemException")
+    for state in (warm_b, cold_b):
+        assert state["status"] == "completed" and state["result"]["exit_code"] == 0, t.explain(state)
+        assert state["result"]["compile_output"] == "", t.explain(state)  # no processor of A's ran
+    seen, fresh = (json.loads(state["result"]["stdout"]) for state in (warm_b, cold_b))
+    assert seen == fresh, (seen, fresh)  # the same class file, too
+    assert seen.pop("main") and seen == {"tmp": [], "work": ["Main.class", "Main.java"], "argv": [mark]}, seen
+    # What a cold javac prints for it, word for word (a cold compile of an error costs seconds
+    # under gVisor, so the text is written here rather than compiled cold once more).
+    assert warm_wrong["status"] == "compile_error" and warm_wrong["result"]["exit_code"] == 1, t.explain(warm_wrong)
+    assert warm_wrong["result"]["compile_output"] == JAVA_WRONG_DIAGNOSTICS, t.explain(warm_wrong)
+
+
+JAVA_A = r"""import java.nio.file.*;
+public class Main {
+  public static void main(String[] args) throws Exception {
+    // A class (compiled with this job: Left.class) and an annotation processor on javac's class
+    // path (".": Proc.class and its service file), a source in /tmp, a system property.
+    Files.createDirectories(Paths.get("/work/META-INF/services"));
+    Files.writeString(Paths.get("/work/META-INF/services/javax.annotation.processing.Processor"), "Proc\n");
+    Files.writeString(Paths.get("/tmp/Left.java"), "public class Left { public static void go() {} } // " + args[0]);
+    System.setProperty("left", args[0]);
+    String wrote = "written";
+    try {
+      Files.write(Paths.get("/opt/runbox/warm/javac.jsa"), new byte[0]);
+    } catch (java.io.IOException e) {
+      wrote = e.getClass().getSimpleName();
+    }
+    System.out.println("{\"pid\": " + ProcessHandle.current().pid() + ", \"wrote\": \"" + wrote + "\"}");
+  }
+}
+"""
+JAVA_A_FILES = [
+    {"name": "Left.java", "content": "public class Left { public static void go() {} }\n"},
+    {"name": "Proc.java", "content": """import java.util.Set;
+import javax.annotation.processing.*;
+import javax.lang.model.SourceVersion;
+import javax.lang.model.element.TypeElement;
+@SupportedAnnotationTypes("*")
+public class Proc extends AbstractProcessor {
+  @Override public synchronized void init(ProcessingEnvironment env) {
+    super.init(env);
+    System.err.println("the processor of job A ran");
+  }
+  @Override public boolean process(Set<? extends TypeElement> annotations, RoundEnvironment round) { return false; }
+  @Override public SourceVersion getSupportedSourceVersion() { return SourceVersion.latestSupported(); }
+}
+"""},
+]
+JAVA_B = r"""import java.io.File;
+import java.nio.file.*;
+import java.security.MessageDigest;
+import java.util.*;
+public class Main {
+  static String list(String[] items) {
+    StringJoiner out = new StringJoiner(", ", "[", "]");
+    for (String item : items) out.add("\"" + item + "\"");
+    return out.toString();
+  }
+  public static void main(String[] args) throws Exception {
+    String[] tmp = new File("/tmp").list(), work = new File("/work").list();
+    Arrays.sort(tmp);
+    Arrays.sort(work);
+    byte[] main = MessageDigest.getInstance("SHA-256").digest(Files.readAllBytes(Paths.get("/work/Main.class")));
+    System.out.println("{\"tmp\": " + list(tmp) + ", \"work\": " + list(work) + ", \"argv\": " + list(args)
+        + ", \"main\": \"" + HexFormat.of().formatHex(main) + "\"}");
+  }
+}
+"""
+JAVA_WRONG = """public class Main {
+  public static void main(String[] args) {
+    Left.go();
+    int x = "s";
+  }
+}
+"""
+JAVA_WRONG_DIAGNOSTICS = """Main.java:3: error: cannot find symbol
+    Left.go();
+    ^
+  symbol:   variable Left
+  location: class Main
+Main.java:4: error: incompatible types: String cannot be converted to int
+    int x = "s";
+            ^
+2 errors
+"""
 
 
 def warm_processes(t: Target, container_id: str) -> dict[int, str]:

@@ -2,7 +2,8 @@
 // job arrives as `java JVM-OPTIONS -cp /opt/runbox/warm/javac.jar Javac FD`, with the JVM options
 // the compile command gives javac's launcher through -J. Before the job it compiles a small
 // program, and one with errors, in memory (nothing is written anywhere), so that javac's classes
-// are loaded and its hottest code compiled; then it reads the compile command's arguments (`-c SCRIPT [sh OPTIONS...]`,
+// are loaded and its hottest code compiled (the job, once come, waits for no further warm-up
+// compile); then it reads the compile command's arguments (`-c SCRIPT [sh OPTIONS...]`,
 // NUL-separated) from pipe FD, lets sh expand their words exactly as the cold command's shell
 // would, and runs javac's own entry point on them (a new compiler, file manager and log, as a
 // cold javac makes): the same diagnostics, class files and exit status. What the warm-up leaves
@@ -45,20 +46,23 @@ public final class Javac {
         if (classPath != null) {
             System.setProperty("env.class.path", classPath);
         }
-        warmUp();
-        serve(Integer.parseInt(args[0]), jvmOptions);
+        // `Javac [--full] FD`: --full (the image build, whose archive is to hold every class
+        // the warm-up loads) warms up in full even when the job is already there.
+        boolean full = args.length == 2 && args[0].equals("--full");
+        InputStream control = new FileInputStream("/proc/self/fd/" + args[args.length - 1]);
+        warmUp(full ? InputStream.nullInputStream() : control);
+        serve(control, jvmOptions);
     }
 
     /** The job: its compile command's arguments from the pipe, then javac on their words. */
-    private static void serve(int control, List<String> jvmOptions) throws Exception {
+    private static void serve(InputStream in, List<String> jvmOptions) throws Exception {
         ByteArrayOutputStream read = new ByteArrayOutputStream();
-        try (InputStream in = new FileInputStream("/proc/self/fd/" + control)) {
-            // Read by hand: FileInputStream.readAllBytes seeks, which a pipe refuses on JDK 17.
-            byte[] buffer = new byte[65536];
-            for (int n; (n = in.read(buffer)) > 0;) {
-                read.write(buffer, 0, n);
-            }
+        // Read by hand: FileInputStream.readAllBytes seeks, which a pipe refuses on JDK 17.
+        byte[] buffer = new byte[65536];
+        for (int n; (n = in.read(buffer)) > 0;) {
+            read.write(buffer, 0, n);
         }
+        in.close();
         byte[] payload = read.toByteArray();
         if (payload.length == 0) {
             Runtime.getRuntime().halt(0);
@@ -161,11 +165,17 @@ public final class Javac {
         "");
     private static final String WRONG = "public class Main { void f() { int x = \"not a number\"; undefined(); } }\n";
 
-    /** Compile the sample, and a program with errors, in memory (each with a compiler of its own). */
-    private static void warmUp() throws IOException {
+    /**
+     * Compile a program with errors, then the sample, in memory (each with a compiler of its own),
+     * unless the job has come: it then waits no longer than the compile under way.
+     */
+    private static void warmUp(InputStream control) throws IOException {
         JavaCompiler compiler = ToolProvider.getSystemJavaCompiler();
         Writer discard = new PrintWriter(OutputStream.nullOutputStream());
-        for (String source : List.of(SAMPLE, WRONG)) {
+        for (String source : List.of(WRONG, SAMPLE)) {
+            if (control.available() > 0) {
+                return;
+            }
             StandardJavaFileManager standard = compiler.getStandardFileManager(null, null, StandardCharsets.UTF_8);
             try (JavaFileManager memory = new InMemory(standard)) {
                 compiler.getTask(discard, memory, null, List.of("-encoding", "UTF-8"), null,
