@@ -95,6 +95,7 @@ def test_container_options_harden_every_sandbox(python) -> None:
     assert "volumes" not in opts and "mounts" not in opts
     assert all("size=" in v and "nosuid" in v for v in opts["tmpfs"].values())
     assert opts["log_config"].type == "none"
+    assert opts["stop_signal"] == "SIGKILL"  # an engine shutting down does not wait on sandboxes
 
 
 def test_sandbox_uids_are_distinct_and_come_back() -> None:

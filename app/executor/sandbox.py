@@ -175,6 +175,9 @@ def container_options(
         "oom_score_adj": 500,
         "runtime": engine_runtime or runtime,
         "log_config": LogConfig(type=LogConfig.types.NONE),
+        # Nothing in a sandbox deserves a graceful stop, and its agent (PID 1) ignores SIGTERM:
+        # an engine shutting down would wait 10 s on every sandbox before killing it anyway.
+        "stop_signal": "SIGKILL",
         "labels": {
             "runbox.role": "sandbox",
             "runbox.executor": executor_id,

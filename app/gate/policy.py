@@ -185,6 +185,7 @@ def check_create(
     )
     _require(config.pop("OpenStdin", False) is True, "a sandbox's agent reads its jobs on an open stdin")
     _require(config.pop("Hostname", "sandbox") == "sandbox", "a sandbox's hostname is 'sandbox'")
+    _require(config.pop("StopSignal", "SIGKILL") == "SIGKILL", "a sandbox is stopped with SIGKILL")
     for flag in ("AttachStdin", "AttachStdout", "AttachStderr"):
         _require(isinstance(config.pop(flag, False), bool), f"{flag} is a boolean")
     _require(not config, f"fields not allowed in a sandbox: {sorted(config)}")

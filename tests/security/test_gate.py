@@ -127,6 +127,7 @@ TAMPERED: dict[str, Callable[[Options], None]] = {
     "named": lambda o: o.update(name="sandbox-with-a-name"),
     "restart_policy": lambda o: o.update(restart_policy={"Name": "always"}),
     "init_process": lambda o: o.update(init=True),
+    "stop_signal": lambda o: o.update(stop_signal="SIGTERM"),
     "cgroup_parent": lambda o: o.update(cgroup_parent="/"),
     "counters_shown": lambda o: o.update(masked_paths=list(DOCKER_MASKED_PATHS)),
     "proc_unmasked": lambda o: o.update(masked_paths=[]),
