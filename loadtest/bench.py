@@ -7,6 +7,7 @@
     python -m loadtest.bench storm      [--jobs 10000] [--concurrency 200] [--split]
     python -m loadtest.bench gate       [--runs 500]
     python -m loadtest.bench judge      [--seconds 60] [--concurrency 8] [--cases 20]
+    python -m loadtest.bench batch      [--runs 20]
 
 Every target of the performance issue is printed beside its floor; on a shared machine only
 the ratios against floors of the same run are comparable between runs.
@@ -236,6 +237,32 @@ def judge(args: argparse.Namespace) -> None:
               f"jobs of {args.cases} execs per second")
 
     with_service(args, body, RUNBOX_POOL_SIZE="6", RUNBOX_POOL_MAX="8")
+
+
+def batch(args: argparse.Namespace) -> None:
+    """Judge0's ``POST /submissions/batch`` of 20 against one ``POST /submissions``, answered (not run)."""
+
+    def body(target: Target) -> None:
+        one = {"language_id": 71, "source_code": "print(1)"}
+        timed: dict[str, list[float]] = {"batch of 20": [], "one submission": []}
+        with httpx.Client(base_url=target.url, timeout=60, headers=HEADERS) as client:
+            for i in range(args.runs + 1):
+                for name, path, payload in (("batch of 20", "/submissions/batch", {"submissions": [one] * 20}),
+                                            ("one submission", "/submissions", one)):
+                    began = time.perf_counter()
+                    response = client.post(path, json=payload)
+                    if response.status_code != 201:
+                        raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
+                    if i:  # the first of each warms the connection and the gateway's code paths
+                        timed[name].append(time.perf_counter() - began)
+                time.sleep(1.5)  # the jobs run meanwhile: each answer is timed on an idle service
+        print(f"\nJudge0 submissions answered (201), {args.runs} of each, {shape(args)}")
+        for name, seconds in timed.items():
+            print(row(name, seconds))
+        ratio = statistics.median(timed["batch of 20"]) / statistics.median(timed["one submission"])
+        print(f"batch of 20 / one submission (p50): {ratio:.2f}")
+
+    with_service(args, body, RUNBOX_POOL_SIZE="4", RUNBOX_POOL_MAX="8")
 
 
 async def submit_and_follow(session: aiohttp.ClientSession, url: str, job: dict[str, Any]) -> str:
@@ -485,7 +512,8 @@ async def attach_jobs(
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench")
-    parser.add_argument("what", choices=["latency", "throughput", "warmup", "languages", "storm", "judge", "gate"])
+    parser.add_argument("what", choices=["latency", "throughput", "warmup", "languages", "storm", "judge", "gate",
+                                                  "batch"])
     parser.add_argument("--cases", type=int, default=20, help="judge: test cases per job")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60)
@@ -518,7 +546,7 @@ def dispatch(args: argparse.Namespace) -> None:
                                                     target.probe_url), **storm.ENV)
         return
     run = {"latency": latency, "throughput": throughput, "warmup": warmup, "languages": languages, "judge": judge,
-           "gate": gate_round_trips}
+           "gate": gate_round_trips, "batch": batch}
     run[args.what](args)
 
 

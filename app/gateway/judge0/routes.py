@@ -256,22 +256,28 @@ async def create_batch() -> Any:
             raise unprocessable(checked)
         if valid > 1:
             reservation.grow(valid - 1)
-        answers: list[Any] = []
-        queued = 0
-        for sub, job in zip(parsed, checked, strict=True):
-            if not isinstance(job, Job) or not isinstance(sub, Submission):
-                answers.append(job)
-                continue
+        pending = [(sub, job) for sub, job in zip(parsed, checked, strict=True)
+                   if isinstance(job, Job) and isinstance(sub, Submission)]
+        for _, job in pending:
             reservation.bind(job.id)
-            try:
-                await enqueue(gw, job, sub)
-            except ApiError as exc:
-                if queued == 0 and exc.status >= 500:
-                    raise
-                answers.append({"error": exc.message})
+        # Published together: their confirms come back in one round trip or two, not two per
+        # submission one after another (the official client gives up on a batch after 5 s).
+        outcomes = dict(zip((job.id for _, job in pending),
+                            await asyncio.gather(*(enqueue(gw, job, sub) for sub, job in pending),
+                                                 return_exceptions=True), strict=True))
+        for outcome in outcomes.values():
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ApiError):
+                raise outcome
+        refused = [o for o in outcomes.values() if isinstance(o, ApiError)]
+        if len(refused) == len(outcomes) and refused[0].status >= 500:
+            raise refused[0]  # nothing was queued: the whole batch is refused, as a single one would be
+        answers: list[Any] = []
+        for item in checked:
+            if not isinstance(item, Job):
+                answers.append(item)
                 continue
-            answers.append({"token": job.id})
-            queued += 1
+            outcome = outcomes[item.id]
+            answers.append({"error": outcome.message} if isinstance(outcome, ApiError) else {"token": item.id})
     return json_response(201, answers, reservation.decision.headers())
 
 
