@@ -400,12 +400,13 @@ def test_agent_job_applies_compile_limits_and_names_the_main_file() -> None:
 
 
 def test_agent_job_marks_the_first_step_warm() -> None:
-    """TypeScript's compile and run steps, Python's run step are warm; tighter compile limits
-    make the compile step cold, and a compiled language's run step is warm with its default
-    limits only."""
-    registry = Registry.load(("typescript", "python"))
-    typescript, python = registry.unit("typescript"), registry.unit("python")
+    """TypeScript's compile and run steps, Java's compile step, Python's run step are warm;
+    tighter compile limits make the compile step cold, and a compiled language's run step is
+    warm with its default limits only."""
+    registry = Registry.load(("typescript", "python", "java"))
+    typescript, python, java = registry.unit("typescript"), registry.unit("python"), registry.unit("java")
     assert typescript is not None and typescript.compile is not None and python is not None
+    assert java is not None and java.compile is not None
     files = [{"name": "main.ts", "content": "x"}]
     build, run = agent_job("j1", typescript, typescript.default_limits, files, "", ())["steps"]
     assert build["warm"] == list(typescript.compile.warm_start) and run["warm"] == list(typescript.warm_start)
@@ -417,6 +418,11 @@ def test_agent_job_marks_the_first_step_warm() -> None:
     assert "warm" not in tighter
     (only,) = agent_job("j4", python, Limits(), [{"name": "main.py", "content": "x"}], "", ())["steps"]
     assert only["warm"] == list(python.warm_start)
+    build, run = agent_job("j5", java, java.default_limits, [{"name": "Main.java", "content": "x"}], "", ())["steps"]
+    assert build["warm"] == list(java.compile.warm_start) and "warm" not in run
+    build, _ = agent_job("j6", java, Limits(), [{"name": "Main.java", "content": "x"}], "", (),
+                         compile_limits={"memory_mb": 100})["steps"]
+    assert "warm" not in build
 
 
 def test_judge0_ce_ids_served_and_not_served_are_as_the_readme_says() -> None:
