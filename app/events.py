@@ -37,6 +37,14 @@ ID_CLOCK_SLACK_S = 2.0
 # How long a read of a running job waits to catch up with the stream before it answers with
 # what this gateway already knows (a broker too slow or gone must not stall every poll).
 FRESH_WAIT_S = 1.0
+# How long the tail may take to read back a marker this gateway appended before the stream
+# counts as not being read.
+SYNC_TIMEOUT_S = 5.0
+
+
+def new_marker() -> Event:
+    """A marker event of a fresh token: appended to the stream, it tells a reader it has read that far."""
+    return Event(job="marker:" + secrets.token_hex(8), name=MARKER, data={})
 
 
 class ExpiredJob(LookupError):
@@ -292,20 +300,20 @@ class EventLog:
             pending.add_done_callback(lambda f: f.cancelled() or f.exception())
         await asyncio.shield(pending)
 
-    async def _sync_round(self, timeout: float = 5.0) -> None:
+    async def _sync_round(self) -> None:
         async with self._sync_turn:  # one marker in flight at a time
             # From here on, arrivals need a marker published after them: the next round's.
             self._next_sync = None
-            token = "marker:" + secrets.token_hex(8)
+            marker = new_marker()
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._markers[token] = waiter
+            self._markers[marker.job] = waiter
             try:
-                await self.broker.publish_event(Event(job=token, name=MARKER, data={}))
-                await asyncio.wait_for(waiter, timeout)
+                await self.broker.publish_event(marker)
+                await asyncio.wait_for(waiter, SYNC_TIMEOUT_S)
             except TimeoutError as exc:
                 raise BrokerUnavailable("the event stream is not being read; try again shortly") from exc
             finally:
-                self._markers.pop(token, None)
+                self._markers.pop(marker.job, None)
 
     async def record(self, job_id: str, fresh: bool = False) -> JobRecord | None:
         """The job's record, or None when no such job was accepted.
@@ -376,16 +384,16 @@ class EventLog:
 
     async def _replay(self, job_id: str, created: float) -> JobRecord | None:
         """Read one old job's history back from the stream, up to a marker published now."""
-        token = "marker:" + secrets.token_hex(8)
+        marker = new_marker()
         replayed = JobRecord(JobState(job_id))
         start = dt.datetime.fromtimestamp(created - ID_CLOCK_SLACK_S, tz=dt.UTC)
-        await self.broker.publish_event(Event(job=token, name=MARKER, data={}))
+        await self.broker.publish_event(marker)
         first_ts: float | None = None
         connection = await self._replay_conn()
         async for _, event in self.reader.read(start, resume=False, connection=connection):
             if first_ts is None:
                 first_ts = event.ts
-            if event.job == token:
+            if event.job == marker.job:
                 break
             if event.job == job_id:
                 replayed.add(event)

@@ -65,8 +65,7 @@ class Probe:
         self._loop = asyncio.new_event_loop()
         self._stopping = asyncio.Event()
         self._listening = threading.Event()
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),),
-                                        name="runbox-probe", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="runbox-probe", daemon=True)
 
     def answer(self, path: str) -> tuple[int, dict[str, Any]]:
         """The status and body for a probe of ``path``."""
@@ -89,6 +88,9 @@ class Probe:
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._thread.join(5)
         self._loop.close()
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._serve())
 
     async def _serve(self) -> None:
         server = await asyncio.start_server(self._connection, sock=self._sock)
@@ -123,7 +125,8 @@ class Probe:
             return
         began = time.perf_counter()
         method = event.method.decode("ascii", "replace")
-        if method in ("GET", "HEAD"):
+        probing = method in ("GET", "HEAD")
+        if probing:
             status, body = self.answer(event.target.decode("ascii", "replace"))
         else:
             refusal = {"code": "method_not_allowed", "message": "This port answers GET /healthz only."}
@@ -137,12 +140,11 @@ class Probe:
         if method != "HEAD":
             writer.write(http.send(h11.Data(data=payload)) or b"")
         writer.write(http.send(h11.EndOfMessage()) or b"")
-        writer.close()
-        await writer.wait_closed()
         route = "/healthz" if status == 200 or status == 503 else "unmatched"
         # Only the two methods a probe uses are labels: any other word is a client's to choose.
-        self.metrics.answered(route, method if method in ("GET", "HEAD") else "other", status,
-                              time.perf_counter() - began)
+        self.metrics.answered(route, method if probing else "other", status, time.perf_counter() - began)
+        writer.close()
+        await writer.wait_closed()
 
 
 @contextlib.asynccontextmanager
