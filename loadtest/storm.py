@@ -68,6 +68,7 @@ def probe_health(urls: list[str], stop: Any, out: Any) -> None:
 
 async def storm(url: str, jobs: int, concurrency: int, headers: dict[str, str], probe_url: str = "") -> dict[str, Any]:
     answers: list[float] = []
+    by_outcome: dict[str, list[float]] = {}
     outcomes: Counter[str] = Counter()
     accepted: list[str] = []
     left = jobs
@@ -84,14 +85,17 @@ async def storm(url: str, jobs: int, concurrency: int, headers: dict[str, str], 
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 outcomes[f"error {type(exc).__name__}"] += 1
                 continue
-            answers.append(time.perf_counter() - began)
+            took = time.perf_counter() - began
+            answers.append(took)
             if status == 202:
                 accepted.append(body["id"])
-                outcomes["202"] += 1
+                outcome = "202"
             else:
                 code = body.get("error", {}).get("code", "?")
                 retry = "with Retry-After" if retry_after else "WITHOUT Retry-After"
-                outcomes[f"{status} {code} {retry}"] += 1
+                outcome = f"{status} {code} {retry}"
+            outcomes[outcome] += 1
+            by_outcome.setdefault(outcome, []).append(took)
 
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
@@ -112,7 +116,8 @@ async def storm(url: str, jobs: int, concurrency: int, headers: dict[str, str], 
         stop.set()
         health: dict[str, list[float]] = await asyncio.to_thread(receive.recv)
         prober.join(10)
-    return {"answers": answers, "outcomes": outcomes, "accepted": accepted, "health": health, "seconds": took}
+    return {"answers": answers, "by_outcome": by_outcome, "outcomes": outcomes, "accepted": accepted,
+            "health": health, "seconds": took}
 
 
 async def follow(url: str, ids: list[str], headers: dict[str, str], deadline_s: float) -> Counter[str]:
@@ -149,7 +154,8 @@ def run(url: str, jobs: int, concurrency: int, headers: dict[str, str], probe_ur
     answers = [a * 1000 for a in result["answers"]]
     print(f"\noverload storm: {jobs} submissions at {concurrency} concurrent in {result['seconds']:.1f} s")
     for outcome, count in sorted(result["outcomes"].items()):
-        print(f"  {outcome:<48} {count}")
+        took = [a * 1000 for a in result["by_outcome"].get(outcome, [])]
+        print(f"  {outcome:<48} {count:6}   answered p50 {pct(took, 50):8.1f} ms  p99 {pct(took, 99):8.1f} ms")
     print(f"POST answered     p50 {pct(answers, 50):8.1f} ms  p99 {pct(answers, 99):8.1f} ms  "
           f"max {max(answers, default=float('nan')):8.1f} ms  mean {statistics.fmean(answers or [0]):.1f}"
           f"   (target p99 <= 1000 ms)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -233,6 +234,60 @@ def test_a_job_read_back_before_its_publish_is_confirmed_counts_once_against_the
         admission.submit(who)  # both are queued or running: the cap holds without reservations
     log.seen.clear()
     admission.submit(who).release()
+
+
+def test_a_full_queue_refuses_its_language_at_once_for_a_moment_without_publishing() -> None:
+    """After a queue refused a job for its length, the next submission in that language gets
+    503 queue_full before anything is published; other languages, and later ones, publish."""
+    from app.broker import QueueFull
+    from app.events import EventLog
+    from app.gateway import publish
+    from app.messages import Job
+    from app.web.errors import ApiError
+
+    class Broker:
+        def __init__(self) -> None:
+            self.full = {"python"}
+            self.jobs: list[str] = []
+
+        async def publish_event(self, event: Event) -> None:
+            pass
+
+        async def publish_job(self, job: Job) -> None:
+            if job.language in self.full:
+                raise QueueFull(job.language)
+            self.jobs.append(job.id)
+
+    settings = Settings()
+    metrics = Metrics()
+    broker = Broker()
+    publisher = publish.Publisher(settings, broker, EventLog(settings, broker, metrics), metrics)  # type: ignore[arg-type]
+
+    def job(n: int, language: str) -> Job:
+        return Job(id=f"j{n}", language=language, source="", limits=Limits())
+
+    async def scenario() -> list[str]:
+        codes = []
+        for n, language in enumerate(["python", "python", "bash"]):
+            with pytest.raises(ApiError) if language == "python" else contextlib.nullcontext() as refused:
+                await publisher.submit(job(n, language), "v1")
+            codes.append(refused.value.code if refused else "queued")
+        broker.full.clear()
+        publisher._full_until = {k: 0.0 for k in publisher._full_until}  # the hold has passed
+        await publisher.submit(job(9, "python"), "v1")
+        return codes
+
+    publish_job = broker.publish_job
+    calls: list[str] = []
+
+    async def counted(job: Job) -> None:
+        calls.append(job.id)
+        await publish_job(job)
+
+    broker.publish_job = counted  # type: ignore[method-assign]
+    assert asyncio.run(scenario()) == ["queue_full", "queue_full", "queued"]
+    assert calls == ["j0", "j2", "j9"]  # the second python job was refused without a publish
+    assert broker.jobs == ["j2", "j9"]
 
 
 def test_a_short_jobs_events_go_out_as_one_message_and_read_back_in_order() -> None:

@@ -80,4 +80,4 @@ class JobRun:
 async def publish_callback(broker: Broker, job: Job) -> None:
     """Queue the job's callback, if it asked for one, for a gateway to deliver."""
     if job.callback_url:
-        await broker.publish_callback(CallbackTask.for_job(job).encode())
+        await broker.publish_callback(job.id, CallbackTask.for_job(job).encode())

@@ -117,7 +117,7 @@ class CallbackSender:
         wait = self.delays[task.attempt - 1]
         retry = CallbackTask(task.delivery, task.job, task.url, task.method, task.renderer, task.attempt + 1)
         try:
-            await self.broker.publish_callback(retry.encode(), self.broker.names.callback_delay(wait))
+            await self.broker.publish_callback(retry.job, retry.encode(), self.broker.names.callback_delay(wait))
         except (BrokerUnavailable, QueueFull) as exc:
             log.warning("could not park a callback retry; it stays queued", extra={"job": task.job, "error": str(exc)})
             with contextlib.suppress(Exception):

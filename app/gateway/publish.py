@@ -5,6 +5,11 @@ go first, so that they precede the job's terminal event in the stream (a record 
 anything after it). Then the job's ``queued`` event and the job itself go out together on
 one channel and are confirmed together. If the job is refused, it is marked discarded, so
 no gateway keeps it as pending and its id reads as unknown.
+
+Once a language's queue refused a job for its length, the next submissions in that language
+are refused at once for ``FULL_HOLD_S``, before anything is published: a full queue holds far
+more than that much work, and under a storm each refusal otherwise cost two publishes (the
+job and its discard) and their confirms.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from app.broker import Broker, BrokerUnavailable, QueueFull
 from app.config import Settings
@@ -22,6 +28,8 @@ from app.web.errors import ApiError
 
 log = logging.getLogger(__name__)
 
+FULL_HOLD_S = 1.0
+
 
 class Publisher:
     """Publishes jobs and their gateway events; adapters never touch the broker."""
@@ -31,6 +39,7 @@ class Publisher:
         self.broker = broker
         self.events = events
         self.metrics = metrics
+        self._full_until: dict[tuple[str, str], float] = {}  # (language, version): monotonic time
 
     def _unavailable(self, exc: BaseException) -> ApiError:
         retry = {"Retry-After": str(self.settings.retry_after_s)}
@@ -54,6 +63,9 @@ class Publisher:
 
     async def submit(self, job: Job, api: str, extra: tuple[Event, ...] = ()) -> None:
         """Store the job durably or raise a 503; never a 202 for a job that was not stored."""
+        queue = (job.language, job.version)
+        if self._full_until.get(queue, 0.0) > time.monotonic():
+            raise self._unavailable(QueueFull(f"{job.language} refused a job within {FULL_HOLD_S} s"))
         for event in extra:
             try:
                 await self.broker.publish_event(event)
@@ -85,6 +97,8 @@ class Publisher:
         if not isinstance(event_sent, BaseException):
             self.events.note_local(queued)
         if isinstance(job_sent, BrokerUnavailable | QueueFull):
+            if isinstance(job_sent, QueueFull):
+                self._full_until[queue] = time.monotonic() + FULL_HOLD_S
             await self._discard(job)
             raise self._unavailable(job_sent) from job_sent
         self.metrics.jobs_submitted.labels(job.language, api).inc()
