@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import secrets
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -26,25 +25,28 @@ import aio_pika
 from app.amqp import connect_plain
 from app.broker import Broker, BrokerUnavailable
 from app.config import Settings
-from app.messages import DISCARDED, EVENT_NAMES, MARKER, Event, JobState, job_id_time, job_id_valid
+from app.messages import (
+    DISCARDED,
+    EVENT_NAMES,
+    ID_CLOCK_SLACK_S,
+    MARKER,
+    Event,
+    JobState,
+    job_id_time,
+    job_id_valid,
+    new_marker,
+)
 from app.metrics import Metrics
 from app.stream import StreamReader
 
 log = logging.getLogger(__name__)
 
-# A job's "queued" event is appended within this long of the time in its id.
-ID_CLOCK_SLACK_S = 2.0
 # How long a read of a running job waits to catch up with the stream before it answers with
 # what this gateway already knows (a broker too slow or gone must not stall every poll).
 FRESH_WAIT_S = 1.0
 # How long the tail may take to read back a marker this gateway appended before the stream
 # counts as not being read.
 SYNC_TIMEOUT_S = 5.0
-
-
-def new_marker() -> Event:
-    """A marker event of a fresh token: appended to the stream, it tells a reader it has read that far."""
-    return Event(job="marker:" + secrets.token_hex(8), name=MARKER, data={})
 
 
 class ExpiredJob(LookupError):
@@ -384,20 +386,16 @@ class EventLog:
 
     async def _replay(self, job_id: str, created: float) -> JobRecord | None:
         """Read one old job's history back from the stream, up to a marker published now."""
-        marker = new_marker()
         replayed = JobRecord(JobState(job_id))
-        start = dt.datetime.fromtimestamp(created - ID_CLOCK_SLACK_S, tz=dt.UTC)
-        await self.broker.publish_event(marker)
-        first_ts: float | None = None
         connection = await self._replay_conn()
-        async for _, event in self.reader.read(start, resume=False, connection=connection):
+        asked = time.time()
+        first_ts: float | None = None  # of the first event the stream still holds from then on
+        async for event in self.reader.until_now(self.broker, created, connection):
             if first_ts is None:
                 first_ts = event.ts
-            if event.job == marker.job:
-                break
             if event.job == job_id:
                 replayed.add(event)
-        if not replayed.complete and first_ts is not None and first_ts > created + ID_CLOCK_SLACK_S:
+        if not replayed.complete and (asked if first_ts is None else first_ts) > created + ID_CLOCK_SLACK_S:
             # The stream no longer starts before this job: its history was cut by the stream's
             # size bound, not never written.
             raise ExpiredJob(job_id)

@@ -33,6 +33,9 @@ EVENT_NAMES = ("queued", "started", "stdout", "stderr", "compile", "test", "resu
 # "queued" event went out, and a marker a reader publishes to know it has read to the end.
 DISCARDED = "discarded"
 MARKER = "marker"
+# Job ids carry the submitting gateway's clock, the stream's timestamps the broker's: a job's
+# "queued" event is appended within this long of the time in its id.
+ID_CLOCK_SLACK_S = 2.0
 
 
 JOB_ID_LENGTH = 32
@@ -170,6 +173,11 @@ class Event:
         """The events of one stream message: one object, or a list of them published together."""
         data = json.loads(body)
         return [cls(**item) for item in data] if isinstance(data, list) else [cls(**data)]
+
+
+def new_marker() -> Event:
+    """A marker event of a fresh token: appended to the stream, it tells a reader it has read that far."""
+    return Event(job="marker:" + secrets.token_hex(8), name=MARKER, data={})
 
 
 def terminal_state(

@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import aio_pika
 
 from app.amqp import connect_plain
-from app.broker import BrokerUnavailable, Names
+from app.broker import Broker, BrokerUnavailable, Names
 from app.config import Settings
-from app.messages import Event
+from app.messages import ID_CLOCK_SLACK_S, Event, new_marker
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class StreamReader:
         prefetch: int = 500,
         resume: bool = True,
         connection: aio_pika.abc.AbstractConnection | None = None,
-    ) -> AsyncIterator[tuple[int, Event]]:
+    ) -> AsyncGenerator[tuple[int, Event], None]:
         """Yield (offset, event) from ``start`` onwards, forever; reconnects when ``resume``.
 
         With ``connection`` (shared by the caller, never closed here), the read uses a
@@ -89,3 +89,20 @@ class StreamReader:
                 elif shared is None and connection is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(connection.close())
+
+    async def until_now(
+        self, broker: Broker, created: float, connection: aio_pika.abc.AbstractConnection | None = None
+    ) -> AsyncIterator[Event]:
+        """Every event appended since a job ``created`` then (its id's time), up to a marker published now.
+
+        The marker bounds the read to what the stream held when it was asked, however busy it
+        is. Raises :class:`BrokerUnavailable` when the stream is lost; callers bound the time.
+        """
+        marker = new_marker()
+        start = dt.datetime.fromtimestamp(created - ID_CLOCK_SLACK_S, tz=dt.UTC)
+        await broker.publish_event(marker)
+        async with contextlib.aclosing(self.read(start, resume=False, connection=connection)) as events:
+            async for _, event in events:
+                if event.job == marker.job:
+                    return
+                yield event

@@ -34,6 +34,7 @@ from app.executor.scheduler import Executor, StaleDelivery, Verdict, verdict
 from app.languages import Registry
 from app.messages import MARKER, Event, Job, new_job_id
 from app.metrics import Metrics
+from app.stream import StreamReader
 
 ENGINE_FAILURES: list[BaseException] = [
     requests.exceptions.ConnectionError("engine socket refused"),  # not the built-in ConnectionError
@@ -282,15 +283,20 @@ def test_a_broker_failure_is_handed_back_only_once_the_broker_is_back(registry: 
     assert other.how == ["requeue"] and engine_failure.waits == 0, "other failures are handed back at once"
 
 
-class FakeStream:
-    """The event stream as the executor reads it back: given events, then what the broker got since."""
+class FakeStream(StreamReader):
+    """The event stream as the executor reads it back: given events, then what the broker got since.
+
+    Only the reading is faked: reading up to a marker published now is the real reader's.
+    """
 
     def __init__(self, broker: FakeBroker, events: list[Event]) -> None:
         self.broker = broker
         self.events = events
         self.reads = 0
 
-    async def read(self, start: Any, resume: bool = True) -> AsyncIterator[tuple[int, Event]]:
+    async def read(  # type: ignore[override]
+        self, start: Any, prefetch: int = 500, resume: bool = True, connection: Any = None
+    ) -> AsyncIterator[tuple[int, Event]]:
         self.reads += 1
         for i, event in enumerate(self.events + [e for e in self.broker.events if e.name == MARKER]):
             yield i, event

@@ -12,18 +12,12 @@ read is rare.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-import secrets
 
 from app.broker import Broker
-from app.messages import MARKER, Event
 from app.stream import StreamReader
 
 log = logging.getLogger(__name__)
-
-# Job ids carry the submitting gateway's clock; the stream's timestamps the broker's.
-CLOCK_SLACK_S = 2.0
 
 
 async def runs_begun(broker: Broker, reader: StreamReader, job_id: str, created: float, timeout: float) -> int:
@@ -32,15 +26,10 @@ async def runs_begun(broker: Broker, reader: StreamReader, job_id: str, created:
     A lower bound when the read does not reach the marker within ``timeout`` (a busy or
     failing broker): the job then runs again, which RabbitMQ's own return limit still bounds.
     """
-    token = "marker:" + secrets.token_hex(8)
     attempts: set[int] = set()
-    start = dt.datetime.fromtimestamp(created - CLOCK_SLACK_S, tz=dt.UTC)
     try:
         async with asyncio.timeout(timeout):
-            await broker.publish_event(Event(job=token, name=MARKER, data={}))
-            async for _, event in reader.read(start, resume=False):
-                if event.job == token:
-                    break
+            async for event in reader.until_now(broker, created):
                 if event.job == job_id and event.name == "started":
                     attempts.add(event.attempt)
     except Exception as exc:  # counted so far is a lower bound (a timeout too): never a reason to fail a job
