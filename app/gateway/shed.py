@@ -12,10 +12,9 @@ requests of any other route, and WebSocket sessions, go to the application as be
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from hypercorn.typing import (
@@ -29,7 +28,7 @@ from hypercorn.typing import (
 
 from app.gateway.admission import Admission
 from app.metrics import Metrics
-from app.web.body import DRAIN_DEADLINE_S, DRAIN_LIMIT_BYTES
+from app.web.body import discard
 from app.web.errors import ApiError
 
 Body = Callable[[ApiError], Any]
@@ -61,7 +60,7 @@ class FastShed:
         self, route: str, refusal: ApiError, render: Body, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         began = time.perf_counter()
-        clean = await drain(receive)
+        clean = await discard(received(receive))
         payload = json.dumps(render(refusal)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers.items()]
@@ -75,20 +74,14 @@ class FastShed:
         self.metrics.answered(route, "POST", refusal.status, time.perf_counter() - began)
 
 
-async def drain(receive: ASGIReceiveCallable) -> bool:
-    """Discard the request's body, as the application does for a refused one; False when the
-    connection should close instead (the body is too large or too slow to wait for)."""
-    received = 0
-    try:
-        async with asyncio.timeout(DRAIN_DEADLINE_S):
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return False  # the client went away
-                received += len(message.get("body", b""))
-                if received > DRAIN_LIMIT_BYTES:
-                    return False
-                if not message.get("more_body", False):
-                    return True
-    except TimeoutError:
-        return False
+async def received(receive: ASGIReceiveCallable) -> AsyncIterator[int]:
+    """The bytes of the request's body received so far, as each part arrives, to its end."""
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectionResetError("the client went away")
+        total += len(message.get("body", b""))
+        yield total
+        if not message.get("more_body", False):
+            return

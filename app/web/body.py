@@ -8,8 +8,9 @@ undeclared one as soon as it passes the cap, and parses with a JSON reader that 
 ``NaN``/``Infinity``, numbers that overflow, and pathological nesting.
 
 A body is only ever read after the request was admitted (see ``app.gateway.admission``);
-a refused request's unread body is drained by :func:`drain_unread` (discarded, bounded in
-bytes and time) so that an honest client reads its 4xx rather than a reset connection.
+a refused request's unread body is drained (discarded, bounded in bytes and time by
+:func:`discard`, the one policy, also for refusals made ahead of the application) so that an
+honest client reads its 4xx rather than a reset connection.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import json
 import math
 import re
+from collections.abc import AsyncIterable
 from typing import Any
 
 from quart import Quart, g, request
@@ -177,11 +179,18 @@ async def drain_unread() -> bool:
         return True  # the reader stopped at the cap: the rest is not worth waiting for
     if body.declared is not None and body.declared > DRAIN_LIMIT_BYTES:
         return True
+    return not await discard(body.received async for _ in body)
+
+
+async def discard(received: AsyncIterable[int]) -> bool:
+    """Wait for the rest of a refused body, keeping none of it; ``received`` yields the bytes
+    received so far as each part arrives. False when it passed :data:`DRAIN_LIMIT_BYTES` or
+    :data:`DRAIN_DEADLINE_S` (or the client went away): answer with "Connection: close" then."""
     try:
         async with asyncio.timeout(DRAIN_DEADLINE_S):
-            async for _ in body:
-                if body.received > DRAIN_LIMIT_BYTES:
-                    return True
-    except TimeoutError:
-        return True
-    return False
+            async for total in received:
+                if total > DRAIN_LIMIT_BYTES:
+                    return False
+    except (TimeoutError, ConnectionError):
+        return False
+    return True
