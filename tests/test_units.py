@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from typing import Any
 
@@ -485,3 +486,20 @@ def test_judge0_ce_ids_served_and_not_served_are_as_the_readme_says() -> None:
     served = set(judge0_languages(Registry.load()))
     assert set(range(43, 90)) - served == {43, 44, 48, 52, 70, 84, 87, 89}
     assert served - set(range(43, 90)) == {91, 92, 93, 95}  # the Debian 13 toolchains
+
+
+def test_only_a_dead_owner_in_this_pid_namespace_loses_its_sandboxes() -> None:
+    import subprocess
+
+    from app.executor.engine import _owner_gone, _process_space, owner_label
+
+    space = _process_space()
+    assert space is not None and owner_label() == f"{space}/{os.getpid()}"
+    child = subprocess.Popen(["true"])
+    child.wait()  # reaped: its pid names no process now
+    dead = f"{space}/{child.pid}"
+    assert _owner_gone(dead, space)
+    assert not _owner_gone(f"{space}/{os.getpid()}", space), "alive"
+    assert not _owner_gone(f"otherhost/1/{dead.rsplit('/', 1)[1]}", space), "another host's: not ours to judge"
+    assert not _owner_gone(dead, None), "no procfs here: no owner is judged"
+    assert not _owner_gone("", space), "unlabelled"

@@ -35,28 +35,30 @@ ENGINE_ERRORS: tuple[type[BaseException], ...] = (
 OWNER_LABEL = "runbox.owner"
 
 
-def _process_space() -> str:
+def _process_space() -> str | None:
     """Where this process's pid means something: its host name and its pid namespace.
 
     A container with host networking has the host's name but pids of its own; without the
     namespace its executor would take every host process's pid for a dead one and remove the
-    sandboxes of every other executor on the host.
+    sandboxes of every other executor on the host. None without procfs: the namespace cannot
+    be told, so this process's sandboxes carry no owner and it judges no other owner's.
     """
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:  # no procfs: the namespace cannot be told, so no other owner is ever judged
-        namespace = 0
+    except OSError:
+        return None
     return f"{socket.gethostname()}/{namespace}"
 
 
-def owner_label() -> str:
+def owner_label() -> str | None:
     """This process as a sandbox owner: host, pid namespace and pid, so a successor can tell it is gone."""
-    return f"{_process_space()}/{os.getpid()}"
+    space = _process_space()
+    return None if space is None else f"{space}/{os.getpid()}"
 
 
-def _owner_gone(owner: str, space: str) -> bool:
+def _owner_gone(owner: str, space: str | None) -> bool:
     owner_space, _, pid = owner.rpartition("/")
-    if owner_space != space or space.endswith("/0") or not pid.isdigit():
+    if space is None or owner_space != space or not pid.isdigit():
         # another host's or pid namespace's (or an unlabelled) sandbox: not ours to judge
         return False
     try:

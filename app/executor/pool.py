@@ -176,7 +176,9 @@ class Pool:
             uid=uid,
         )
         # Host, pid namespace and pid of this process: lets a successor beside it remove what it leaves behind.
-        options["labels"] = {**options["labels"], OWNER_LABEL: owner_label()}
+        owner = owner_label()
+        if owner is not None:
+            options["labels"] = {**options["labels"], OWNER_LABEL: owner}
         return options
 
     async def _new_sandbox(self, limits: Limits) -> Sandbox:
