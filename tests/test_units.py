@@ -237,6 +237,28 @@ def test_a_job_read_back_before_its_publish_is_confirmed_counts_once_against_the
     admission.submit(who).release()
 
 
+def test_a_jobs_messages_always_take_the_same_publishing_channel_and_jobs_spread_over_all() -> None:
+    """RabbitMQ keeps the order of one channel's messages only: a job's events (and its queued
+    event and the job) must share a channel, while many jobs must not queue on one."""
+    from app import broker as broker_module
+    from app.messages import new_job_id
+
+    class Open:
+        is_closed = False
+
+    broker = broker_module.Broker(Settings(), Metrics(), "gateway")
+    broker._connection = Open()  # type: ignore[assignment]
+    broker._connected.set()
+    broker._publish_channels = [Open() for _ in range(broker_module.PUBLISH_CHANNELS)]  # type: ignore[misc]
+    jobs = [new_job_id(key=Settings().job_id_key) for _ in range(400)]
+    assert all(broker._channel_for(j) is broker._channel_for(j) for j in jobs)
+    used = {id(broker._channel_for(j)) for j in jobs}
+    assert len(used) == broker_module.PUBLISH_CHANNELS
+    broker._publish_channels[3].is_closed = True  # type: ignore[attr-defined]
+    with pytest.raises(broker_module.BrokerUnavailable):
+        broker._channel_for(jobs[0])  # a channel not yet restored: refused, never a silent reorder
+
+
 def test_a_full_queue_refuses_its_language_at_once_for_a_moment_without_publishing() -> None:
     """After a queue refused a job for its length, the next submission in that language gets
     503 queue_full before anything is published; other languages, and later ones, publish."""
