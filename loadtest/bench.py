@@ -513,7 +513,7 @@ async def attach_jobs(
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench")
     parser.add_argument("what", choices=["latency", "throughput", "warmup", "languages", "storm", "judge", "gate",
-                                                  "batch"])
+                                         "batch"])
     parser.add_argument("--cases", type=int, default=20, help="judge: test cases per job")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60)

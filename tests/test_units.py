@@ -271,12 +271,14 @@ def test_a_full_queue_refuses_its_language_at_once_for_a_moment_without_publishi
     class Broker:
         def __init__(self) -> None:
             self.full = {"python"}
+            self.tried: list[str] = []  # every job published, refused or not
             self.jobs: list[str] = []
 
         async def publish_event(self, event: Event) -> None:
             pass
 
         async def publish_job(self, job: Job) -> None:
+            self.tried.append(job.id)
             if job.language in self.full:
                 raise QueueFull(job.language)
             self.jobs.append(job.id)
@@ -300,16 +302,8 @@ def test_a_full_queue_refuses_its_language_at_once_for_a_moment_without_publishi
         await publisher.submit(job(9, "python"), "v1")
         return codes
 
-    publish_job = broker.publish_job
-    calls: list[str] = []
-
-    async def counted(job: Job) -> None:
-        calls.append(job.id)
-        await publish_job(job)
-
-    broker.publish_job = counted  # type: ignore[method-assign]
     assert asyncio.run(scenario()) == ["queue_full", "queue_full", "queued"]
-    assert calls == ["j0", "j2", "j9"]  # the second python job was refused without a publish
+    assert broker.tried == ["j0", "j2", "j9"]  # the second python job was refused without a publish
     assert broker.jobs == ["j2", "j9"]
 
 
