@@ -57,7 +57,7 @@ print(json.dumps({
     "pid": os.getpid(), "parent": os.getppid(), "builtins": getattr(builtins, "LEFT", None),
     "modules": [m for m in sys.modules if m.startswith("left_")], "environ": os.environ.get("LEFT"),
     "umask": umask, "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, "path": sys.path[:2],
-    "argv": sys.argv, "file": __file__, "main": sorted(globals()),
+    "argv": sys.argv, "file": __file__, "main": sorted(globals()), "gc": "gc" in sys.modules,
 }))
 raise LookupError(mark)  # its traceback is the program's alone, as under `python3 main.py`
 """
@@ -81,6 +81,7 @@ def _interpreter_state_python(t: Target) -> None:
     assert seen["umask"] == 0o077 and seen["sigterm"] is False, seen  # the agent's umask, default signals
     assert seen["path"][0] == "/work" and "/tmp" not in seen["path"], seen
     assert seen["argv"] == ["main.py", mark] and seen["file"] == "/work/main.py", seen
+    assert seen["gc"] is False, seen  # the stub's gc.freeze() leaves no import behind, as a cold start
     assert seen["main"] == ["__annotations__", "__builtins__", "__cached__", "__doc__", "__file__", "__loader__",
                             "__name__", "__package__", "__spec__", "builtins", "json", "mark", "os", "signal",
                             "sys", "umask"], seen

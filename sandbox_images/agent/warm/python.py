@@ -33,6 +33,13 @@ def _runbox_start() -> None:
                  __loader__=sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path))
     with open(path, "rb") as source:
         code = compile(source.read(), path, "exec")
+    # What exists now is the interpreter's start-up, which lives until the exit: frozen, the
+    # exit's last collection does not walk it (about 2 ms of a hello world's 3 ms shutdown).
+    # A cold start has not imported gc, so neither has the program's sys.modules.
+    import gc
+
+    gc.freeze()
+    del sys.modules["gc"], gc
     try:
         exec(code, names)
     except SystemExit:
