@@ -112,6 +112,10 @@ class Settings:
     # Submissions one gateway handles at once (admitted, not yet answered); more are shed at
     # once with 503 + Retry-After instead of waiting inside the gateway. 0: no bound.
     max_pending_submits: int = 64
+    # New submissions are shed the same way while at least SHED_MIN_PUBLISHING of this
+    # gateway's publishes await RabbitMQ's confirm and the oldest has waited longer than this:
+    # the queue's own delay, which a slow client's body cannot hold up. 0: never on delay.
+    shed_after_ms: int = 250
     require_keys: bool = False
     api_keys: tuple[str, ...] = ()  # "tier:sha256hex" or "tier:plain:KEY" entries
     anonymous_rate_per_s: float = 5.0

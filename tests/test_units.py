@@ -204,6 +204,37 @@ def test_a_gateway_sheds_submissions_beyond_its_bound_with_503_and_retry_after()
     assert admission.pending == 0
 
 
+def test_a_gateway_sheds_submissions_while_its_publishes_wait_too_long_for_their_confirms() -> None:
+    from app.config import KeyTier
+    from app.gateway.admission import SHED_MIN_PUBLISHING, Admission
+    from app.gateway.identity import Identity
+    from app.web.errors import ApiError
+
+    class NoJobs:
+        def in_flight(self, identity: str) -> set[str]:
+            return set()
+
+    admission = Admission(Settings(shed_after_ms=50), NoJobs())  # type: ignore[arg-type]
+    who = Identity("key:abc", KeyTier("t", 1000.0, 1000, 1000, 10))
+    with contextlib.ExitStack() as waiting:
+        for _ in range(SHED_MIN_PUBLISHING - 1):
+            waiting.enter_context(admission.publishing())
+        time.sleep(0.06)
+        admission.submit(who).release()  # one publish short of the minimum: a stuck channel, not load
+        late = waiting.enter_context(contextlib.ExitStack())
+        late.enter_context(admission.publishing())
+        with pytest.raises(ApiError) as shed:
+            admission.submit(who)
+        assert (shed.value.status, shed.value.code) == (503, "overloaded") and "50 ms" in shed.value.message
+        assert shed.value.headers["Retry-After"]
+        late.close()  # a confirm came: below the minimum again
+        admission.submit(who).release()
+    admission.submit(who).release()  # every confirm back: nothing waits
+    with admission.publishing(), admission.publishing(), admission.publishing(), admission.publishing():
+        admission.submit(who).release()  # as many, but fresh: the queue keeps up
+    assert admission.pending == 0
+
+
 def test_a_job_read_back_before_its_publish_is_confirmed_counts_once_against_the_cap() -> None:
     from app.config import KeyTier
     from app.gateway.admission import Admission
@@ -265,6 +296,7 @@ def test_a_full_queue_refuses_its_language_at_once_for_a_moment_without_publishi
     from app.broker import QueueFull
     from app.events import EventLog
     from app.gateway import publish
+    from app.gateway.admission import Admission
     from app.messages import Job
     from app.web.errors import ApiError
 
@@ -286,7 +318,8 @@ def test_a_full_queue_refuses_its_language_at_once_for_a_moment_without_publishi
     settings = Settings()
     metrics = Metrics()
     broker = Broker()
-    publisher = publish.Publisher(settings, broker, EventLog(settings, broker, metrics), metrics)  # type: ignore[arg-type]
+    events = EventLog(settings, broker, metrics)  # type: ignore[arg-type]
+    publisher = publish.Publisher(settings, broker, events, metrics, Admission(settings, events))  # type: ignore[arg-type]
 
     def job(n: int, language: str) -> Job:
         return Job(id=f"j{n}", language=language, source="", limits=Limits())

@@ -12,12 +12,19 @@ both ways would refuse a client that is within its allowance.
 Before any of that, a gateway that already has ``max_pending_submits`` submissions in hand
 sheds the new one with 503 + ``Retry-After``: under a storm, work beyond what the deployment
 absorbs is refused in microseconds instead of queueing inside the gateway, where it would
-delay every answer (and ``/healthz``) behind it.
+delay every answer (and ``/healthz``) behind it. It sheds the same way while its publishes
+wait too long for RabbitMQ's confirm (``shed_after_ms``, measured on the oldest of at least
+``SHED_MIN_PUBLISHING``): the bound on submissions in hand suits no deployment's speed in
+particular, while the confirms' delay is how far behind this one is. Only the publish is
+timed, never a request's body, which a slow client could hold back on purpose.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from app.config import Settings
@@ -25,6 +32,9 @@ from app.events import EventLog
 from app.gateway.identity import Identity
 from app.ratelimit import Decision, RateLimiter
 from app.web.errors import ApiError
+
+# One publish that waits long is a channel's or a queue's trouble, not the gateway's load.
+SHED_MIN_PUBLISHING = 4
 
 
 @dataclass
@@ -75,6 +85,7 @@ class Admission:
         self._bound: dict[str, set[str]] = {}  # ids of reserved jobs, which the event log may count too
         self._streams: dict[str, int] = defaultdict(int)
         self.pending = 0  # submissions admitted and not yet answered
+        self._publishing: dict[object, float] = {}  # publishes awaiting their confirm, oldest first: start time
 
     def _take(self, bucket: str, identity: Identity, rate: float, burst: int, cost: int, what: str) -> Decision:
         decision = self.limiter.check(bucket, rate, burst, cost)
@@ -95,18 +106,36 @@ class Admission:
         rate = tier.rate_per_s / self.share
         return self._take("submit:" + identity.key, identity, rate, tier.burst, jobs, "submissions")
 
+    @contextlib.contextmanager
+    def publishing(self) -> Iterator[None]:
+        """Time one publish until RabbitMQ confirmed (or refused) it, for :meth:`overloaded`."""
+        token = object()
+        self._publishing[token] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self._publishing[token]
+
     def overloaded(self) -> ApiError | None:
-        """The 503 a new submission gets now, when this gateway has ``max_pending_submits`` in hand."""
+        """The 503 a new submission gets now: ``max_pending_submits`` in hand, or publishes confirmed too slowly."""
         bound = self.settings.max_pending_submits
-        if not bound or self.pending < bound:
+        retry = self.settings.retry_after_s
+        if bound and self.pending >= bound:
+            why = f"This gateway is handling {bound} submissions already"
+        elif self._confirms_late():
+            why = f"This gateway's submissions wait more than {self.settings.shed_after_ms} ms for the job queue"
+        else:
             return None
         return ApiError(
-            503,
-            "overloaded",
-            f"This gateway is handling {bound} submissions already; try again in {self.settings.retry_after_s} s.",
-            {"Retry-After": str(self.settings.retry_after_s)},
-            reason="overloaded",
+            503, "overloaded", f"{why}; try again in {retry} s.", {"Retry-After": str(retry)}, reason="overloaded"
         )
+
+    def _confirms_late(self) -> bool:
+        limit = self.settings.shed_after_ms
+        if not limit or len(self._publishing) < SHED_MIN_PUBLISHING:
+            return False
+        oldest = next(iter(self._publishing.values()))
+        return (time.monotonic() - oldest) * 1000 > limit
 
     def submit(self, identity: Identity, jobs: int = 1) -> Reservation:
         """Take ``jobs`` tokens and reserve ``jobs`` job slots; 429 when either is short, 503 when overloaded."""

@@ -22,6 +22,7 @@ import time
 from app.broker import Broker, BrokerUnavailable, QueueFull
 from app.config import Settings
 from app.events import EventLog
+from app.gateway.admission import Admission
 from app.messages import DISCARDED, Event, Job
 from app.metrics import Metrics
 from app.web.errors import ApiError
@@ -34,11 +35,14 @@ FULL_HOLD_S = 1.0
 class Publisher:
     """Publishes jobs and their gateway events; adapters never touch the broker."""
 
-    def __init__(self, settings: Settings, broker: Broker, events: EventLog, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, broker: Broker, events: EventLog, metrics: Metrics, admission: Admission
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.events = events
         self.metrics = metrics
+        self.admission = admission  # times each publish, to shed while confirms come late
         self._full_until: dict[tuple[str, str], float] = {}  # (language, version): monotonic time
 
     def _unavailable(self, exc: BaseException) -> ApiError:
@@ -66,6 +70,10 @@ class Publisher:
         queue = (job.language, job.version)
         if self._full_until.get(queue, 0.0) > time.monotonic():
             raise self._unavailable(QueueFull(f"{job.language} refused a job within {FULL_HOLD_S} s"))
+        with self.admission.publishing():
+            await self._store(job, api, extra)
+
+    async def _store(self, job: Job, api: str, extra: tuple[Event, ...]) -> None:
         for event in extra:
             try:
                 await self.broker.publish_event(event)
@@ -98,7 +106,7 @@ class Publisher:
             self.events.note_local(queued)
         if isinstance(job_sent, BrokerUnavailable | QueueFull):
             if isinstance(job_sent, QueueFull):
-                self._full_until[queue] = time.monotonic() + FULL_HOLD_S
+                self._full_until[(job.language, job.version)] = time.monotonic() + FULL_HOLD_S
             await self._discard(job)
             raise self._unavailable(job_sent) from job_sent
         self.metrics.jobs_submitted.labels(job.language, api).inc()

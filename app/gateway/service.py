@@ -46,7 +46,7 @@ class Gateway:
         self.identities = Identities(settings)
         self.admission = Admission(settings, events)
         self.validator = Validator(settings, registry)
-        self.publisher = Publisher(settings, broker, events, metrics)
+        self.publisher = Publisher(settings, broker, events, metrics, self.admission)
         self.stdin = StdinRelay(broker)
         self.callbacks = CallbackSender(settings, broker, events, metrics)
         share = max(1, settings.gateway_count)
