@@ -230,7 +230,9 @@ def test_a_gateway_sheds_submissions_while_its_publishes_wait_too_long_for_their
         late.close()  # a confirm came: below the minimum again
         admission.submit(who).release()
     admission.submit(who).release()  # every confirm back: nothing waits
-    with admission.publishing(), admission.publishing(), admission.publishing(), admission.publishing():
+    with contextlib.ExitStack() as fresh:
+        for _ in range(SHED_MIN_PUBLISHING):
+            fresh.enter_context(admission.publishing())
         admission.submit(who).release()  # as many, but fresh: the queue keeps up
     assert admission.pending == 0
 

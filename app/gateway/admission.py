@@ -33,8 +33,10 @@ from app.gateway.identity import Identity
 from app.ratelimit import Decision, RateLimiter
 from app.web.errors import ApiError
 
-# One publish that waits long is a channel's or a queue's trouble, not the gateway's load.
-SHED_MIN_PUBLISHING = 4
+# A few slow confirms are a busy machine's or a channel's trouble, which a client would only
+# meet as refusals (seen: a burst of 20 jobs under gVisor start-ups, shed with 4); a gateway
+# holding this many publishes at once, all behind a slow one, is being flooded.
+SHED_MIN_PUBLISHING = 16
 
 
 @dataclass
