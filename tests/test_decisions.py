@@ -482,3 +482,58 @@ def test_delivery_attempts_from_rabbitmq_counts() -> None:
     assert attempt(1, True) == 2 and attempt(2, True) == 3  # counted returns (requeue, consumer gone)
     assert attempt(0, True) == 2, "returned uncounted (its consumer's node was lost): still a new attempt"
     assert attempt("junk", False) == 1
+
+
+class FakeEvents:
+    """The engine's event stream as the SDK returns it: an iterable that can be closed."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+
+    def __iter__(self) -> Any:
+        return iter(self.events)
+
+    def close(self) -> None:
+        pass
+
+
+class OomEngine:
+    """A container that ended by SIGKILL (137) with ``OOMKilled`` false, and the engine's event log."""
+
+    def __init__(self, oom_event: bool) -> None:
+        self.oom_event = oom_event
+        self.asked: list[dict[str, Any]] = []
+        self.id = "c0ffee" * 10
+        self.attrs = {"State": {"Running": False, "ExitCode": 137, "OOMKilled": False}}
+
+    def reload(self) -> None:
+        pass
+
+    def events(self, **query: Any) -> FakeEvents:
+        self.asked.append(query)
+        return FakeEvents([{"status": "oom", "id": self.id}] if self.oom_event else [])
+
+
+@pytest.mark.parametrize("oom_event", [True, False])
+def test_a_sigkilled_sandbox_is_out_of_memory_when_the_engine_logged_an_oom(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, oom_event: bool
+) -> None:
+    # The engine keeps OOMKilled in a container's state only when the OOM notice came before
+    # the exit; under gVisor it can come after (CI: a JavaScript memory bomb ended "failed,
+    # the job killed its sandbox's agent"). Its "oom" event still tells them apart.
+    import app.executor.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "ENGINE_SETTLE_S", 0.0)
+    monkeypatch.setattr(sandbox_module, "engine_problem", lambda client, images: None)
+    engine = OomEngine(oom_event)
+    python = registry.get("python")
+    assert python is not None
+    sandbox = sandbox_module.Sandbox(
+        engine, python, python.default_limits, {"labels": {"runbox.uid": "60001"}}  # type: ignore[arg-type]
+    )
+    sandbox.container = engine
+    killed_by_the_job = asyncio.run(sandbox._killed_by_signal())
+    out_of_memory = asyncio.run(sandbox.oom_killed())
+    assert (killed_by_the_job, out_of_memory) == ((False, True) if oom_event else (True, False))
+    assert engine.asked and all(q["filters"] == {"container": engine.id, "event": "oom"} for q in engine.asked)
+    assert all(q["since"] < q["until"] for q in engine.asked)

@@ -316,6 +316,7 @@ class Sandbox:
         self.container: Any = None
         self.uid = int(options["labels"]["runbox.uid"])
         self.uses = 0
+        self.started_wall = time.time()  # before the container exists: all its engine events are later
         self.dirty = False  # limits changed or the scrub failed: never reuse
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -512,7 +513,9 @@ class Sandbox:
                 if state.get("OOMKilled") or int(state.get("ExitCode", 0)) <= 128:
                     return False
                 await asyncio.sleep(ENGINE_SETTLE_S)
-                return await asyncio.to_thread(engine_problem, self.client, ()) is None
+                if await asyncio.to_thread(engine_problem, self.client, ()) is not None:
+                    return False
+                return not await self.oom_killed()
             if time.monotonic() > end:
                 return False
             await asyncio.sleep(0.05)
@@ -531,14 +534,32 @@ class Sandbox:
         return True
 
     async def oom_killed(self) -> bool:
-        """Whether the engine saw the container's memory cgroup kill it."""
+        """Whether the engine saw the container's memory cgroup kill it.
+
+        The engine keeps ``OOMKilled`` in the state only when the OOM notice reached it before
+        the exit; when it came after (seen under gVisor, whose whole sandbox the kernel kills),
+        the state says a plain SIGKILL and only the engine's ``oom`` event tells.
+        """
         if self.container is None:
             return False
         try:
             await asyncio.to_thread(self.container.reload)
+            if self.container.attrs.get("State", {}).get("OOMKilled"):
+                return True
+            return await asyncio.to_thread(self._oom_event)
         except ENGINE_ERRORS:
             return False
-        return bool(self.container.attrs.get("State", {}).get("OOMKilled"))
+
+    def _oom_event(self) -> bool:
+        """Whether the engine's recent events hold an ``oom`` for this container (since it started)."""
+        since = self.started_wall - 1.0
+        events = self.client.events(
+            since=since, until=time.time(), filters={"container": self.container.id, "event": "oom"}, decode=True
+        )
+        try:
+            return any(True for _ in events)
+        finally:
+            events.close()
 
     async def destroy(self) -> None:
         if self._writer is not None:
