@@ -142,6 +142,9 @@ class Language:
     # number of the pipe the program's name and arguments arrive on); empty: always cold.
     # Only for ``[interpreter, "<file>"]``-shaped run commands the stub knows how to run.
     warm_start: tuple[str, ...] = ()
+    # The warm start's stub can also serve as a zygote (``--fork``): started once per container,
+    # it forks each job's warm process instead of a whole interpreter starting after every job.
+    warm_fork: bool = False
     # How its image is built: sandbox_images/<dockerfile>/Dockerfile with these build arguments
     # (BASE: the shared base it starts from); a unit that extends another reuses its Dockerfile.
     dockerfile: str = ""

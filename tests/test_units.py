@@ -524,7 +524,11 @@ def test_agent_job_marks_the_first_step_warm() -> None:
     tighter = agent_job("j3", typescript, Limits(), files, "", (), compile_limits={"timeout_s": 5})["steps"][0]
     assert "warm" not in tighter
     (only,) = agent_job("j4", python, Limits(), [{"name": "main.py", "content": "x"}], "", ())["steps"]
-    assert only["warm"] == list(python.warm_start)
+    assert only["warm"] == list(python.warm_start) and only["warm_fork"] is True
+    # Under gVisor each step enters an IPC namespace of its own, which a forked process would not.
+    (gvisor,) = agent_job("j4", python, Limits(), [{"name": "main.py", "content": "x"}], "", (), "runsc")["steps"]
+    assert gvisor["warm"] == list(python.warm_start) and gvisor["ipc_namespace"] and "warm_fork" not in gvisor
+    assert "warm_fork" not in run and "warm_fork" not in build  # only Python's stub can fork
     build, run = agent_job("j5", java, java.default_limits, [{"name": "Main.java", "content": "x"}], "", ())["steps"]
     assert build["warm"] == list(java.compile.warm_start) and "warm" not in run
     build, _ = agent_job("j6", java, Limits(), [{"name": "Main.java", "content": "x"}], "", (),

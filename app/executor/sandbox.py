@@ -276,6 +276,10 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
         # with the default limits: it waits through that step, holding threads and memory the
         # container's limits, sized for one step at a time, leave room for only then.
         steps[-1]["warm"] = list(language.warm_start)
+        if language.warm_fork and runtime != "runsc":
+            # Not under gVisor: there each step enters an IPC namespace of its own through
+            # unshare(1), which a process forked from a zygote would not.
+            steps[-1]["warm_fork"] = True
     if language.compile is not None and language.compile.warm_start and not compile_limits:
         # The compiler may already be running, waiting for it (a step with tighter limits than
         # it was started with runs exactly as its cold command would).

@@ -26,6 +26,7 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -91,6 +92,142 @@ class Warm:
 
 # The warm processes started for the coming job, by the name of the step each may serve.
 WARM: dict[str, Warm] = {}
+
+ZYGOTE_REPLY_S = 2.0  # a zygote slower than this to fork is replaced (a job may have stopped it)
+
+
+class Forked:
+    """A warm process a zygote forked (twice, so that it is this process's child), driven as a Popen."""
+
+    def __init__(self, pid: int, stdin, stdout, stderr) -> None:
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1  # reaped with the step's other processes
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float):
+        end = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= end:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.001)
+        return self.returncode
+
+
+class Zygote:
+    """A warm stub started once per container that forks each job's warm process (a step whose
+    language data says ``warm_fork``; runc only). It was started like a warm process of ``key``
+    (same limits, environment, session) and never runs a program itself; see its stub and
+    docs/security.md for what a job can and cannot do to it."""
+
+    def __init__(self, key: str, proc: subprocess.Popen, channel: socket.socket) -> None:
+        self.key = key
+        self.proc = proc
+        self.channel = channel
+
+    def usable(self) -> bool:
+        """Alive and waiting: not stopped (a job may SIGSTOP it), not gone."""
+        if self.proc.poll() is not None:
+            return False
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state in ("S", "R")
+
+    def fork(self, stdin: int, stdout: int, stderr: int, control: int) -> int:
+        """The pid of a new warm process on these descriptors (0 when the zygote could not make one)."""
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (stdin, stdout, stderr, control))
+        self.channel.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        reply = self.channel.recv(4)
+        return int.from_bytes(reply, sys.byteorder) if len(reply) == 4 else 0
+
+    def discard(self) -> None:
+        self.channel.close()
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+ZYGOTE: Zygote | None = None
+
+
+def zygote_for(step: dict, env: dict) -> Zygote | None:
+    """The container's zygote for a step like ``step``, started (or replaced) as needed."""
+    global ZYGOTE
+    key = warm_key(step, env)
+    if ZYGOTE is not None and (ZYGOTE.key != key or not ZYGOTE.usable()):
+        discard_zygote()
+    if ZYGOTE is None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = spawn([*step["warm"], "--fork", str(theirs.fileno())], step, env, False, (theirs.fileno(),))
+        except OSError:
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        for pipe in (proc.stdin, proc.stdout):
+            pipe.close()
+        first_in_line_for_oom(proc.pid)
+        ours.settimeout(ZYGOTE_REPLY_S)
+        ZYGOTE = Zygote(key, proc, ours)
+    return ZYGOTE
+
+
+def discard_zygote() -> None:
+    global ZYGOTE
+    if ZYGOTE is not None:
+        ZYGOTE.discard()
+        ZYGOTE = None
+
+
+def fork_warm(step: dict, env: dict, control: int):
+    """A warm process for ``step`` forked by the zygote, or None (then it is started cold)."""
+    if not step.get("warm_fork") or step.get("ipc_namespace"):
+        return None
+    zygote = zygote_for(step, env)
+    if zygote is None:
+        return None
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    stderr_r, stderr_w = os.pipe() if separated(step) else (None, stdout_w)
+    try:
+        pid = zygote.fork(stdin_r, stdout_w, stderr_w, control)
+    except OSError:  # timed out, or the zygote is gone
+        pid = 0
+    for fd in {stdin_r, stdout_w, stderr_w}:
+        os.close(fd)
+    if not pid:
+        discard_zygote()
+        for fd in (stdin_w, stdout_r, stderr_r):
+            if fd is not None:
+                os.close(fd)
+        return None
+    return Forked(pid, open(stdin_w, "wb", buffering=0), open(stdout_r, "rb", buffering=0),
+                  open(stderr_r, "rb", buffering=0) if stderr_r is not None else None)
 
 
 def on_term(_sig: int, _frame: object) -> None:
@@ -170,8 +307,25 @@ def kill_everything(spare: frozenset[int] = frozenset()) -> None:
 
 
 def waiting() -> frozenset[int]:
-    """The warm processes still waiting for a later step of this job: a step must spare them."""
-    return frozenset(warm.proc.pid for warm in WARM.values())
+    """The warm processes still waiting for a later step of this job, and the zygote: a step must spare them."""
+    return frozenset(warm.proc.pid for warm in WARM.values()) | zygote_pids()
+
+
+def zygote_pids() -> frozenset[int]:
+    return frozenset((ZYGOTE.proc.pid,)) if ZYGOTE is not None else frozenset()
+
+
+def outlast(spare: frozenset[int], usage: dict) -> bool:
+    """Kill every process but ``spare`` one by one for up to a second; True once only those are left."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        kill_everything(spare)
+        reap(usage)
+        if not set(other_processes()) - spare:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
 
 
 def end_step(usage: dict) -> None:
@@ -180,16 +334,10 @@ def end_step(usage: dict) -> None:
     outlast a second of killing them one by one takes those warm processes down too (the
     later steps start cold), by the kill(-1) no fork can outrun."""
     spare = waiting()
-    deadline = time.monotonic() + 1.0
-    while spare:
-        kill_everything(spare)
-        reap(usage)
-        if not set(other_processes()) - spare:
-            return
-        if time.monotonic() >= deadline:
-            discard_warm()
-            break
-        time.sleep(0.002)
+    if spare and outlast(spare, usage):
+        return
+    discard_warm()
+    discard_zygote()
     kill_everything()
     reap(usage, block_until=time.monotonic() + 1.0)
 
@@ -421,10 +569,12 @@ def warm_key(step: dict, env: dict) -> str:
 
 def prepare_warm(step: dict, env: dict) -> None:
     """After a clean scrub: start the process the next job's step like ``step`` will run in."""
+    if step.get("warm_fork") and not step.get("ipc_namespace"):
+        zygote_for(step, env)  # first: the zygote's own memory is not the job's
     held = held_memory_kb() if step.get("watch_memory_kb") else -1
     read, write = os.pipe()
     try:
-        proc = spawn([*step["warm"], str(read)], step, env, separated(step), (read,))
+        proc = fork_warm(step, env, read) or spawn([*step["warm"], str(read)], step, env, separated(step), (read,))
     except OSError:
         os.close(write)
         return
@@ -875,13 +1025,18 @@ def run_job(job: dict, env: dict) -> None:
 
 def scrub() -> str | None:
     """Leave nothing of the last job behind; return a description of what survived, if anything."""
-    kill_everything()
     usage = {"cpu": 0.0, "rss": 0, "status": None}
-    deadline = time.monotonic() + 2
-    while other_processes() and time.monotonic() < deadline:
+    spare = zygote_pids()
+    if spare and not (outlast(spare, usage) and ZYGOTE is not None and ZYGOTE.usable()):
+        discard_zygote()
+        spare = frozenset()
+    if not spare:
         kill_everything()
-        reap(usage)
-        time.sleep(0.005)
+        deadline = time.monotonic() + 2
+        while other_processes() and time.monotonic() < deadline:
+            kill_everything()
+            reap(usage)
+            time.sleep(0.005)
     reap(usage)
 
     def unlock(_func, path, _exc):
@@ -923,8 +1078,8 @@ def scrub() -> str | None:
         sysv = sysv_counts()
     if any(sysv.values()):
         left.append(f"System V objects {sysv}")
-    if other_processes():
-        left.append(f"processes {other_processes()}")
+    if set(other_processes()) - spare:
+        left.append(f"processes {sorted(set(other_processes()) - spare)}")
     for top in SCRUB_DIRS:
         if not os.path.isdir(top):
             continue

@@ -246,6 +246,29 @@ def reused(t: Target, language: str, before: str) -> None:
     assert t.settle(language) == before, f"container replaced: its scrub found traces ({t.service.log_path})"
 
 
+def warm_processes(t: Target, container_id: str) -> dict[int, str]:
+    """The warm processes waiting in the idle container (process id: command, without the pipe's
+    number), read from its /proc by a process run in it (`docker top` does not list gVisor's)."""
+    code, out = t.docker.containers.get(container_id).exec_run(["python3", "-c", LIST_WARM])
+    assert code == 0, out
+    return {int(pid): command for pid, command in json.loads(out).items()}
+
+
+LIST_WARM = r"""
+import json, os
+found = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode().split("\0")[:-1]
+    except OSError:
+        continue
+    if any(arg.startswith("/opt/runbox/warm/") for arg in argv):
+        found[pid] = " ".join(argv[:-1])
+print(json.dumps(found))
+"""
+
+
 def make_batch(target: Target, attacks: dict[str, Callable[[Target], None]], workers: int = 6) -> Iterator[Batch]:
     batch = Batch(target, attacks, workers)
     yield batch

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from app.languages import Registry
-from tests.security.conftest import Batch, Target, attack_registry, make_batch, reused
+from tests.security.conftest import Batch, Target, attack_registry, make_batch, reused, warm_processes
 
 ATTACKS, attack = attack_registry()
 LOCKS = {language: threading.Lock() for language in ("python", "javascript", "ruby", "php", "typescript", "java")}
@@ -86,6 +86,123 @@ def _interpreter_state_python(t: Target) -> None:
                             "__name__", "__package__", "__spec__", "builtins", "json", "mark", "os", "signal",
                             "sys", "umask"], seen
     reused(t, "python", before)
+
+
+# Under runc Python's warm interpreter is forked by a zygote of the job's own user
+# (docs/security.md): job A does to it whatever a process of that user may do from outside;
+# the next job must start exactly as a cold one, and a new zygote must follow.
+FIND_ZYGOTES = """
+def zygotes():
+    found = []
+    for p in os.listdir("/proc"):
+        try:
+            argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\\0") if p.isdigit() else []
+            if b"--fork" in argv and int(p) != os.getpid():
+                found.append(int(p))
+        except OSError:
+            pass
+    return found
+"""
+ZYGOTE_A = """
+import ctypes, json, os, resource, signal
+""" + FIND_ZYGOTES + """
+libc = ctypes.CDLL(None, use_errno=True)
+
+def check(rc):
+    if rc == -1:
+        raise OSError(ctypes.get_errno(), "refused")
+
+tried = {}
+def attempt(name, fn):
+    try:
+        fn()
+        tried[name] = "done"
+    except OSError as e:
+        tried[name] = e.errno
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+found = zygotes()
+for z in found:
+    attempt("mem", lambda: open(f"/proc/{z}/mem", "r+b").close())
+    attempt("fd", lambda: os.listdir(f"/proc/{z}/fd"))
+    attempt("environ", lambda: open(f"/proc/{z}/environ", "rb").read())
+    attempt("oom_score_adj", lambda: write(f"/proc/{z}/oom_score_adj", "-1000"))
+    attempt("ptrace", lambda: check(libc.ptrace(16, z, 0, 0)))  # PTRACE_ATTACH
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM):
+        attempt(f"signal {int(sig)}", lambda: os.kill(z, sig))
+    attempt("nice", lambda: os.setpriority(os.PRIO_PROCESS, z, 19))
+    attempt("policy", lambda: os.sched_setscheduler(z, os.SCHED_BATCH, os.sched_param(0)))
+    attempt("affinity", lambda: os.sched_setaffinity(z, {min(os.sched_getaffinity(z))}))
+    attempt("ioprio", lambda: check(libc.syscall(251, 1, z, 3 << 13)))  # ioprio_set: idle class
+    attempt("nofile", lambda: resource.prlimit(z, resource.RLIMIT_NOFILE, (8, 8)))
+print(json.dumps({"pid": os.getpid(), "zygotes": found, "tried": tried}))
+"""
+ZYGOTE_B = """
+import sys
+modules = sorted(sys.modules)
+import ctypes, json, os, resource, signal
+""" + FIND_ZYGOTES + """
+libc = ctypes.CDLL(None, use_errno=True)
+print(json.dumps({
+    "pid": os.getpid(), "parent": os.getppid(), "zygotes": zygotes(), "modules": modules,
+    "session": os.getsid(0) == os.getpid(), "group": os.getpgid(0) == os.getpid(),
+    "nice": os.getpriority(os.PRIO_PROCESS, 0), "policy": os.sched_getscheduler(0),
+    "affinity": sorted(os.sched_getaffinity(0)), "ioprio": libc.syscall(252, 1, 0),
+    "limits": {n: resource.getrlimit(getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_")},
+    "dumpable": libc.prctl(3, 0, 0, 0, 0), "blocked": sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+    "ignored": [int(s) for s in signal.valid_signals() if signal.getsignal(s) == signal.SIG_IGN],
+    "fds": sorted(os.listdir("/proc/self/fd")), "umask": os.umask(0o077), "cwd": os.getcwd(),
+}))
+"""
+REFUSED = (1, 13)  # EPERM, EACCES
+
+
+@attack("zygote_python")
+def zygote_python(t: Target) -> None:
+    """What a job can do from outside to the zygote that forks the next job's interpreter."""
+    with LOCKS["python"]:
+        _zygote_python(t)
+
+
+def _zygote_python(t: Target) -> None:
+    before = t.settle("python")
+    first = t.run("python", "print('warm up')")  # a container's first job starts cold; the zygote comes after it
+    assert first["status"] == "completed", t.explain(first)
+    reused(t, "python", before)
+    state_a = t.run("python", ZYGOTE_A)
+    assert state_a["status"] == "completed", t.explain(state_a)
+    seen_a = json.loads(state_a["result"]["stdout"])
+    reused(t, "python", before)
+    if t.runtime == "runc":
+        assert len(seen_a["zygotes"]) == 1, seen_a
+        tried = seen_a["tried"]
+        assert all(tried[what] in REFUSED for what in ("mem", "fd", "environ", "oom_score_adj", "ptrace")), tried
+    else:
+        assert seen_a["zygotes"] == [], seen_a  # gVisor starts each warm interpreter itself
+    states = {}
+    for name, limits in (("after", None), ("cold", COLD_LIMITS), ("again", None), ("forked", None)):
+        state = states[name] = t.run("python", ZYGOTE_B, **({"limits": limits} if limits else {}))
+        assert state["status"] == "completed" and state["result"]["exit_code"] == 0, t.explain(state)
+        reused(t, "python", before)
+    seen = {name: json.loads(state["result"]["stdout"]) for name, state in states.items()}
+    zygotes = {name: report.pop("zygotes") for name, report in seen.items()}
+    for report in seen.values():
+        assert report.pop("pid") != seen_a["pid"] and report.pop("parent") == 1, report
+    # The job after A starts as a cold one (its forked interpreter found the zygote changed,
+    # ended it, and the job started cold), and so does every later one, forked or not.
+    assert seen["after"] == seen["cold"] == seen["again"] == seen["forked"], seen
+    assert seen["cold"]["session"] and seen["cold"]["group"] and seen["cold"]["dumpable"] == 1, seen["cold"]
+    assert seen["cold"]["blocked"] == [] and seen["cold"]["fds"] == ["0", "1", "2", "3"], seen["cold"]
+    if t.runtime == "runc":
+        assert zygotes["after"] == [], zygotes  # the changed zygote is gone
+        assert len(zygotes["forked"]) == 1 and zygotes["forked"] != seen_a["zygotes"], zygotes  # a new one forked it
+    else:
+        assert all(found == [] for found in zygotes.values()), zygotes
+    ran = t.run("python", "print(sum(range(10)))")
+    assert ran["status"] == "completed" and ran["result"]["stdout"] == "45\n", t.explain(ran)
 
 
 def warm_and_cold(t: Target, language: str, source_a: str, source_b: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -433,29 +550,6 @@ Main.java:4: error: incompatible types: String cannot be converted to int
     int x = "s";
             ^
 2 errors
-"""
-
-
-def warm_processes(t: Target, container_id: str) -> dict[int, str]:
-    """The warm processes waiting in the idle container (process id: command, without the pipe's
-    number), read from its /proc by a process run in it (`docker top` does not list gVisor's)."""
-    code, out = t.docker.containers.get(container_id).exec_run(["python3", "-c", LIST_WARM])
-    assert code == 0, out
-    return {int(pid): command for pid, command in json.loads(out).items()}
-
-
-LIST_WARM = r"""
-import json, os
-found = {}
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().decode().split("\0")[:-1]
-    except OSError:
-        continue
-    if any(arg.startswith("/opt/runbox/warm/") for arg in argv):
-        found[pid] = " ".join(argv[:-1])
-print(json.dumps(found))
 """
 
 

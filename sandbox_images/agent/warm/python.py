@@ -1,10 +1,116 @@
-"""runbox's warm start for ``python3 main.py ARGS`` (the agent's prepare_warm starts it as
-``python3 /opt/runbox/warm/python.py FD`` before the job arrives).
+"""runbox's warm start for ``python3 main.py ARGS``.
 
-It reads the program's name and arguments from pipe FD, closes it, and runs the program as
-``python3 main.py ARGS`` would: the same ``__main__`` names, ``sys.argv``, ``sys.orig_argv``,
-``sys.path[0]``, and tracebacks without this file's frame.
+Started per job (``python3 /opt/runbox/warm/python.py FD``, by the agent's prepare_warm before
+the job arrives), it reads the program's name and arguments from pipe FD, closes it, and runs
+the program as ``python3 main.py ARGS`` would: the same ``__main__`` names, ``sys.argv``,
+``sys.orig_argv``, ``sys.path[0]``, and tracebacks without this file's frame.
+
+Started once per container (``python3 /opt/runbox/warm/python.py --fork SOCKET``, runc only),
+it is a zygote: for each job the agent sends it the new process's stdio and control pipe over
+SOCKET, and it forks twice, so that the process (reparented to the agent, PID 1) starts from
+an interpreter that never ran a program, for about a millisecond of CPU instead of a whole
+interpreter's start. The zygote runs as the job's user, so whatever such a user can change in
+another process from outside is kept out or checked (docs/security.md).
 """
+
+
+def _runbox_zygote(channel: int) -> int:
+    """Serve forks on ``channel`` until the agent closes it; return in each forked process only,
+    with the number of the pipe its program arrives on."""
+    import os
+    import sys
+
+    before = set(sys.modules)
+    import _socket
+    import ctypes
+    import resource
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    # Not dumpable: the job (same user) can neither trace it nor open its /proc memory or fds.
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+    ioprio_get = {"x86_64": 252, "aarch64": 31}.get(os.uname().machine)
+    rlimits = [getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")]
+
+    def outside() -> tuple:
+        """What a process of the same user may change in this one from outside (inherited by a fork)."""
+        return (
+            os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), os.sched_getparam(0).sched_priority,
+            os.sched_getaffinity(0), [resource.getrlimit(r) for r in rlimits],
+            libc.syscall(ioprio_get, 1, 0) if ioprio_get else 0,
+        )
+
+    baseline = outside()
+    zygote = os.getpid()
+    # Only SIGKILL and SIGSTOP reach it (the agent replaces a zygote that is gone or stopped).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    server = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, channel)
+    while True:
+        message, ancillary, _, _ = server.recvmsg(1, _socket.CMSG_SPACE(4 * 4))
+        if not message:
+            os._exit(0)
+        fds = [int.from_bytes(data[i:i + 4], sys.byteorder) for _, _, data in ancillary
+               for i in range(0, len(data) - len(data) % 4, 4)]
+        if len(fds) != 4:
+            os._exit(1)
+        read, write = os.pipe()
+        first = os.fork()
+        if first == 0:
+            try:
+                second = os.fork()
+                if second:
+                    os.write(write, second.to_bytes(4, sys.byteorder))
+            except BaseException:
+                os._exit(1)
+            if second:
+                os._exit(0)
+            break  # the job's process
+        os.close(write)
+        os.waitpid(first, 0)
+        # The pid from the first child, then one byte from the process once it has passed its
+        # check (end of file if it failed): the agent hands a job only to a process that is ready.
+        said = b""
+        while len(said) < 5 and (chunk := os.read(read, 5 - len(said))):
+            said += chunk
+        pid = int.from_bytes(said[:4], sys.byteorder) if len(said) == 5 else 0
+        os.close(read)
+        for fd in set(fds):
+            os.close(fd)
+        server.send(pid.to_bytes(4, sys.byteorder))
+    try:
+        return _runbox_forked(server, read, write, fds, zygote, outside, baseline, libc, mask, before)
+    except BaseException:
+        os._exit(1)  # never a traceback of ours on the program's stderr: the agent starts it cold
+
+
+def _runbox_forked(server, read, write, fds, zygote, outside, baseline, libc, mask, before) -> int:
+    """Make the forked process what the agent's spawn makes of a cold one; return its control pipe."""
+    import os
+    import signal
+    import sys
+
+    # In a session of its own, on its own pipes.
+    server.close()
+    os.close(read)
+    stdin, stdout, stderr, control = fds
+    os.setsid()
+    os.dup2(stdin, 0)
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    for fd in {stdin, stdout, stderr} - {0, 1, 2}:
+        os.close(fd)
+    libc.prctl(4, 1, 0, 0, 0)  # dumpable again, as a cold start
+    if outside() != baseline:
+        # A job changed the zygote (its priority, scheduling, CPUs, I/O priority or limits):
+        # it must not make any more processes.
+        os.kill(zygote, signal.SIGKILL)
+        os._exit(1)
+    os.write(write, b"1")
+    os.close(write)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+    return control
 
 
 def _runbox_start() -> None:
@@ -14,7 +120,7 @@ def _runbox_start() -> None:
     # An interpreter's first compile() sets up its parser, 2 ms of a hello world's
     # latency: done now, before the job arrives (it leaves nothing the program can see).
     compile("", "<runbox-warm>", "exec")
-    control = int(sys.argv[1])
+    control = _runbox_zygote(int(sys.argv[2])) if sys.argv[1] == "--fork" else int(sys.argv[1])
     data = b""
     while chunk := os.read(control, 65536):
         data += chunk
