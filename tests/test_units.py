@@ -558,3 +558,33 @@ def test_only_a_dead_owner_in_this_pid_namespace_loses_its_sandboxes() -> None:
     assert not _owner_gone(f"otherhost/1/{dead.rsplit('/', 1)[1]}", space), "another host's: not ours to judge"
     assert not _owner_gone(dead, None), "no procfs here: no owner is judged"
     assert not _owner_gone("", space), "unlabelled"
+
+
+def test_http_writes_of_one_loop_turn_go_out_as_one_and_before_a_close() -> None:
+    """A response's head and body (one turn of the loop) are one write; a close flushes first."""
+    from types import SimpleNamespace
+
+    from hypercorn.events import Closed, RawData
+
+    from app.web.server import ServerConfig, ShapedH11Protocol
+
+    sent: list[object] = []
+
+    async def send(event: object) -> None:
+        sent.append(event)
+
+    async def main() -> None:
+        protocol = ShapedH11Protocol(
+            None, ServerConfig(16384, lambda reason: None), SimpleNamespace(event_class=asyncio.Event),  # type: ignore[arg-type]
+            None, None, False, None, None, send,  # type: ignore[arg-type]
+        )
+        await protocol.send(RawData(data=b"HTTP/1.1 200 OK\r\n\r\n"))
+        await protocol.send(RawData(data=b"body"))
+        assert sent == []  # held until the end of this turn
+        await asyncio.sleep(0)
+        await protocol.send(RawData(data=b"0\r\n\r\n"))
+        await protocol.send(Closed())
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert sent == [RawData(data=b"HTTP/1.1 200 OK\r\n\r\nbody"), RawData(data=b"0\r\n\r\n"), Closed()]

@@ -16,6 +16,7 @@ lists are bounded by the h2 library's own settings.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import h11
 import hypercorn.protocol
 from hypercorn.config import Config
+from hypercorn.events import Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from quart import Quart, request, websocket
 
@@ -46,7 +48,37 @@ class ServerConfig(Config):
 
 
 class ShapedH11Protocol(H11Protocol):
-    """hypercorn's HTTP/1.1 protocol whose own refusals carry the error shape and are counted."""
+    """hypercorn's HTTP/1.1 protocol whose own refusals carry the error shape and are counted,
+    and whose writes within one turn of the event loop go out as one.
+
+    hypercorn writes every h11 event on its own: a response's head, each body chunk and the
+    chunked encoding's end each cost a send (and a wake-up of the client), about seven per job
+    for a submission and its event stream. What one turn of the loop produces for a connection
+    (a head and its body, an event stream's last events and its end) is held and written
+    together at the end of that turn, in order, through hypercorn's own send (its lock, its
+    back-pressure); anything else hypercorn sends (closing the connection) first flushes it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._write = self.send
+        self.send = self._coalesced
+        self._held: list[bytes] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def _coalesced(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            self._held.append(event.data)
+            if self._flushing is None:
+                self._flushing = asyncio.get_running_loop().create_task(self._flush())
+            return
+        await self._flush()
+        await self._write(event)
+
+    async def _flush(self) -> None:
+        held, self._held, self._flushing = self._held, [], None
+        if held:
+            await self._write(RawData(data=b"".join(held)))
 
     async def _send_error_response(self, status_code: int) -> None:
         reason, template = _REFUSALS.get(status_code, ("bad_request", "The request could not be understood."))
