@@ -433,7 +433,9 @@ class EventLog:
             if record.state.terminal:
                 return
             try:
-                await asyncio.wait_for(record.changed.wait(), timeout=idle_s)
+                # asyncio.timeout, not wait_for: no task per wait (a stream waits a few times per job).
+                async with asyncio.timeout(idle_s):
+                    await record.changed.wait()
             except TimeoutError:
                 yield None
 
@@ -447,7 +449,8 @@ class EventLog:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(record.changed.wait(), timeout=min(remaining, 15))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 15)):
+                    await record.changed.wait()
             record = self._records.get(job_id, record)
         return record.state

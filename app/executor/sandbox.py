@@ -449,7 +449,9 @@ class Sandbox:
         while True:
             remaining = end - time.monotonic()
             try:
-                message = await asyncio.wait_for(self._next(), max(remaining, 0.001))
+                # asyncio.timeout, not wait_for: no task per message of every job.
+                async with asyncio.timeout(max(remaining, 0.001)):
+                    message = await self._next()
             except TimeoutError:
                 # The agent keeps its own wall clock and answers long before this deadline;
                 # silence past it means the job stopped or starved its agent (gVisor delivers
@@ -527,7 +529,8 @@ class Sandbox:
     async def wait_ready(self, timeout: float = 10.0) -> bool:
         """After a job: wait for the agent's scrub; True when the container is clean for reuse."""
         try:
-            message = await asyncio.wait_for(self._next(), timeout)
+            async with asyncio.timeout(timeout):
+                message = await self._next()
         except TimeoutError:
             return False
         if message is None or message.get("t") != "ready":

@@ -574,7 +574,14 @@ def prepare_warm(step: dict, env: dict) -> None:
     held = held_memory_kb() if step.get("watch_memory_kb") else -1
     read, write = os.pipe()
     try:
-        proc = fork_warm(step, env, read) or spawn([*step["warm"], str(read)], step, env, separated(step), (read,))
+        proc = fork_warm(step, env, read)
+        if proc is None:
+            # A fresh pipe: a zygote that answered too late may still have forked a process
+            # holding the first one, which must never be the one told the program.
+            os.close(read)
+            os.close(write)
+            read, write = os.pipe()
+            proc = spawn([*step["warm"], str(read)], step, env, separated(step), (read,))
     except OSError:
         os.close(write)
         return
