@@ -72,8 +72,9 @@ class Budget:
             if not self.reclaim(requester):
                 requester.shed_one()
             self.freed.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.freed.wait(), timeout=1.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.freed.wait()
         self.used_mb += mb
 
     def reclaim(self, requester: Pool) -> bool:
@@ -283,8 +284,10 @@ class Pool:
                 self._spawn(self._remove(sandbox))
         self._report()
         self._wakeup.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+        with contextlib.suppress(TimeoutError):
+            # Woken after every job: asyncio.timeout makes no task per wake-up, as wait_for would.
+            async with asyncio.timeout(1.0):
+                await self._wakeup.wait()
         return last_health
 
     def shed_one(self) -> bool:
