@@ -204,13 +204,8 @@ def discard_zygote() -> None:
         ZYGOTE = None
 
 
-def fork_warm(step: dict, env: dict, control: int):
-    """A warm process for ``step`` forked by the zygote, or None (then it is started cold)."""
-    if not step.get("warm_fork") or step.get("ipc_namespace"):
-        return None
-    zygote = zygote_for(step, env)
-    if zygote is None:
-        return None
+def fork_warm(zygote: Zygote, step: dict, control: int):
+    """A warm process for ``step`` forked by ``zygote``, or None (then it is started cold)."""
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     stderr_r, stderr_w = os.pipe() if separated(step) else (None, stdout_w)
@@ -569,12 +564,12 @@ def warm_key(step: dict, env: dict) -> str:
 
 def prepare_warm(step: dict, env: dict) -> None:
     """After a clean scrub: start the process the next job's step like ``step`` will run in."""
-    if step.get("warm_fork") and not step.get("ipc_namespace"):
-        zygote_for(step, env)  # first: the zygote's own memory is not the job's
+    # The zygote first: its own memory is not the job's.
+    zygote = zygote_for(step, env) if step.get("warm_fork") and not step.get("ipc_namespace") else None
     held = held_memory_kb() if step.get("watch_memory_kb") else -1
     read, write = os.pipe()
     try:
-        proc = fork_warm(step, env, read)
+        proc = fork_warm(zygote, step, read) if zygote is not None else None
         if proc is None:
             # A fresh pipe: a zygote that answered too late may still have forked a process
             # holding the first one, which must never be the one told the program.
@@ -1085,8 +1080,8 @@ def scrub() -> str | None:
         sysv = sysv_counts()
     if any(sysv.values()):
         left.append(f"System V objects {sysv}")
-    if set(other_processes()) - spare:
-        left.append(f"processes {sorted(set(other_processes()) - spare)}")
+    if survivors := set(other_processes()) - spare:
+        left.append(f"processes {sorted(survivors)}")
     for top in SCRUB_DIRS:
         if not os.path.isdir(top):
             continue
