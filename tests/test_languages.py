@@ -159,7 +159,16 @@ def test_definition(key: str) -> None:
         assert value <= getattr(unit.max_limits, name), name
     if unit.compile is not None:
         assert unit.compile.timeout_s <= 30 and unit.compile.memory_mb <= unit.max_limits.memory_mb
-    if unit.warm_start:
+    if unit.warm_start and unit.warm_start[0] == "java":
+        # A warm JVM for the run step is booted with the run command's own options, its stub on
+        # the boot class path (JavaRun.java stands in for exactly that command, and reads it so).
+        *jvm, boot, dash_cp, path, main = unit.warm_start[1:]
+        assert (boot, dash_cp, path, main) == (
+            "-Xbootclasspath/a:/opt/runbox/warm/javarun.jar", "-cp", ".", "runbox.JavaRun"), unit.warm_start
+        assert unit.run[2].startswith("exec java " + " ".join(jvm) + ' -cp . "${MAIN_FILE%.java}"'), unit.run
+        copy = "COPY agent/warm/JavaRun.java /opt/runbox/warm/src/JavaRun.java"
+        assert copy in unit_build(unit).dockerfile.read_text().splitlines(), copy
+    elif unit.warm_start:
         # A warm start runs the run command's interpreter on a stub its image holds, and only
         # for a program run as ``[interpreter, file]`` (what every stub expects).
         interpreter, stub = unit.warm_start

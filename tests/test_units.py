@@ -507,7 +507,7 @@ def test_agent_job_applies_compile_limits_and_names_the_main_file() -> None:
 
 
 def test_agent_job_marks_the_first_step_warm() -> None:
-    """TypeScript's compile and run steps, Java's compile step, Python's run step are warm;
+    """TypeScript's and Java's compile and run steps, Python's run step are warm;
     tighter compile limits make the compile step cold, and a compiled language's run step is
     warm with its default limits only."""
     registry = Registry.load(("typescript", "python", "java"))
@@ -530,7 +530,10 @@ def test_agent_job_marks_the_first_step_warm() -> None:
     assert gvisor["warm"] == list(python.warm_start) and gvisor["ipc_namespace"] and "warm_fork" not in gvisor
     assert "warm_fork" not in run and "warm_fork" not in build  # only Python's stub can fork
     build, run = agent_job("j5", java, java.default_limits, [{"name": "Main.java", "content": "x"}], "", ())["steps"]
-    assert build["warm"] == list(java.compile.warm_start) and "warm" not in run
+    assert build["warm"] == list(java.compile.warm_start) and run["warm"] == list(java.warm_start)
+    other = java.default_limits.merged({"timeout_s": 6})
+    _, run = agent_job("j5", java, other, [{"name": "Main.java", "content": "x"}], "", ())["steps"]
+    assert "warm" not in run  # a JVM booted for the default limits cannot serve others
     build, _ = agent_job("j6", java, Limits(), [{"name": "Main.java", "content": "x"}], "", (),
                          compile_limits={"memory_mb": 100})["steps"]
     assert "warm" not in build

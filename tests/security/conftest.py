@@ -258,12 +258,14 @@ LIST_WARM = r"""
 import json, os
 found = {}
 for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid():
+        continue  # this script, whose own text names the path
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().decode().split("\0")[:-1]
     except OSError:
         continue
-    if any(arg.startswith("/opt/runbox/warm/") for arg in argv):
+    if any("/opt/runbox/warm/" in arg for arg in argv):  # a stub's path, or a JVM's boot class path
         found[pid] = " ".join(argv[:-1])
 print(json.dumps(found))
 """

@@ -1,8 +1,8 @@
 """Warm interpreters and compilers: the next job's, started before it came, hold nothing of the job before.
 
-After a clean scrub the agent of a warm-started language (python, javascript, ruby, php) starts
-the interpreter the next job will run in, waiting for its program; for typescript and java, the
-compiler its first step runs (docs/security.md). These
+After a clean scrub the agent of a warm-started language (python, javascript, ruby, php, java)
+starts the interpreter (for java, the JVM) the next job will run in, waiting for its program;
+for typescript and java also the compiler its first step runs (docs/security.md). These
 attacks run on ``reuse_target``, where each language has one container: job A changes its
 own interpreter's state (globals, environment, umask, handlers, the module cache), job B runs
 in the interpreter started after A's scrub and reports what it sees. For javascript, ruby and
@@ -205,17 +205,21 @@ def _zygote_python(t: Target) -> None:
     assert ran["status"] == "completed" and ran["result"]["stdout"] == "45\n", t.explain(ran)
 
 
-def warm_and_cold(t: Target, language: str, source_a: str, source_b: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Job A, then B (warm, after A's scrub) and C (B's program started cold) in A's container."""
+def warm_and_cold(
+    t: Target, language: str, source_a: str, source_b: str, **extra: Any
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Job A, then B (warm, after A's scrub) and C (B's program started cold) in A's container.
+
+    ``extra`` (stdin, say) goes with B and C."""
     mark = f"left{secrets.token_hex(4)}"
     with LOCKS[language]:
         before = t.settle(language)
         state_a = t.run(language, source_a, args=[mark])
         assert state_a["status"] == "completed" and state_a["result"]["exit_code"] == 0, t.explain(state_a)
         reused(t, language, before)
-        warm = t.run(language, source_b, args=[mark])
+        warm = t.run(language, source_b, args=[mark], **extra)
         reused(t, language, before)
-        cold = t.run(language, source_b, args=[mark], limits=COLD_LIMITS)
+        cold = t.run(language, source_b, args=[mark], limits=COLD_LIMITS, **extra)
         reused(t, language, before)
     pid_a = json.loads(state_a["result"]["stdout"])["pid"]
     for state in (warm, cold):
@@ -441,6 +445,82 @@ def compiler_state_typescript(t: Target) -> None:
         f"main.ts(2,13): error TS2304: Cannot find name 'LEFT_{mark}'.\n"], diagnostics
 
 
+@attack("interpreter_state_java")
+def interpreter_state_java(t: Target) -> None:
+    """Java's next job runs in a JVM the agent booted before it came: a new JVM, whose program
+    sees the class path, command, loader, thread, arguments and stdin of a cold `java Main`, and
+    whose uncaught exception reads word for word as a cold one's (no frame of the stub's)."""
+    mark, warm, cold = warm_and_cold(t, "java", JAVA_RUN_A, JAVA_RUN_B, stdin="line one\nline two\n")
+    seen, fresh = reports(warm, cold)
+    # The warm JVM's command line names its stub (docs/security.md): which one ran warm.
+    assert seen.pop("stub") is True and fresh.pop("stub") is False, (seen, fresh)
+    assert seen == fresh, (seen, fresh)
+    assert seen == {
+        "parent": 1, "left": "null", "classPath": ".", "command": f"Main {mark}", "systemLoader": True,
+        "thread": "main", "argv": [mark], "stdin": "line one|line two", "work": ["Main.class", "Main.java"],
+    }, seen
+    assert warm["result"]["exit_code"] == 1, t.explain(warm)
+    assert f"java.lang.IllegalStateException: {mark}" in warm["result"]["stderr"], t.explain(warm)
+    assert "runbox" not in warm["result"]["stderr"] and "reflect" not in warm["result"]["stderr"], t.explain(warm)
+    assert warm["result"]["stderr"] == cold["result"]["stderr"], (warm["result"]["stderr"], cold["result"]["stderr"])
+
+
+JAVA_RUN_A = r"""import java.nio.file.*;
+public class Main {
+  public static void main(String[] args) throws Exception {
+    System.setProperty("left", args[0]);  // this JVM's own state, and a class where the next JVM's loader looks
+    Files.writeString(Paths.get("/tmp/Left.java"), "// " + args[0]);
+    Thread keep = new Thread(() -> { try { Thread.sleep(60_000); } catch (InterruptedException e) { } });
+    keep.setDaemon(true);
+    keep.start();
+    String wrote = "written";
+    try {
+      Files.write(Paths.get("/opt/runbox/warm/javarun.jar"), new byte[0]);
+    } catch (java.io.IOException e) {
+      wrote = e.getClass().getSimpleName();
+    }
+    System.out.println("{\"pid\": " + ProcessHandle.current().pid() + ", \"wrote\": \"" + wrote + "\"}");
+  }
+}
+"""
+JAVA_RUN_B = r"""import java.io.*;
+import java.util.*;
+public class Main {
+  static String quoted(Object value) { return "\"" + value + "\""; }
+  static int down(int n, String mark) {
+    if (n == 0) {
+      IllegalStateException error = new IllegalStateException(mark, new ArithmeticException("below"));
+      error.addSuppressed(new UnsupportedOperationException("beside"));
+      throw error;
+    }
+    return down(n - 1, mark) + 1;
+  }
+  public static void main(String[] args) throws Exception {
+    BufferedReader in = new BufferedReader(new InputStreamReader(System.in));
+    StringJoiner lines = new StringJoiner("|");
+    for (String line; (line = in.readLine()) != null;) lines.add(line);
+    String[] work = new File("/work").list();
+    Arrays.sort(work);
+    String stat = new String(java.nio.file.Files.readAllBytes(java.nio.file.Paths.get("/proc/self/stat")));
+    StringJoiner listed = new StringJoiner(", ", "[", "]");
+    for (String name : work) listed.add(quoted(name));
+    System.out.println("{\"pid\": " + ProcessHandle.current().pid()
+        + ", \"parent\": " + stat.substring(stat.lastIndexOf(')') + 2).split(" ")[1]
+        + ", \"left\": " + quoted(System.getProperty("left"))
+        + ", \"classPath\": " + quoted(System.getProperty("java.class.path"))
+        + ", \"command\": " + quoted(System.getProperty("sun.java.command"))
+        + ", \"stub\": " + new String(java.nio.file.Files.readAllBytes(java.nio.file.Paths.get("/proc/self/cmdline")))
+            .contains("/opt/runbox/warm/javarun.jar")
+        + ", \"systemLoader\": " + (Main.class.getClassLoader() == ClassLoader.getSystemClassLoader())
+        + ", \"thread\": " + quoted(Thread.currentThread().getName())
+        + ", \"argv\": [" + quoted(args[0]) + "]"
+        + ", \"stdin\": " + quoted(lines) + ", \"work\": " + listed + "}");
+    down(3, args[0]);
+  }
+}
+"""
+
+
 @attack("compiler_state_java")
 def compiler_state_java(t: Target) -> None:
     """Java's next job may be compiled by a JVM the agent started before the job came, which
@@ -456,7 +536,9 @@ def compiler_state_java(t: Target) -> None:
         assert state_a["status"] == "completed" and state_a["result"]["exit_code"] == 0, t.explain(state_a)
         reused(t, "java", before)
         waiting = warm_processes(t, before)
-        assert list(waiting.values()) == [" ".join(java.compile.warm_start)], waiting  # started after A's scrub
+        # Started after A's scrub: the compiler and the JVM for the run step.
+        expected = sorted(" ".join(w) for w in (java.compile.warm_start, java.warm_start))
+        assert sorted(waiting.values()) == expected, waiting
         warm_b = t.run("java", JAVA_B, args=[mark])
         reused(t, "java", before)
         warm_wrong = t.run("java", JAVA_WRONG, args=[mark])
