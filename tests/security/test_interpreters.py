@@ -468,7 +468,7 @@ def interpreter_state_java(t: Target) -> None:
 JAVA_RUN_A = r"""import java.nio.file.*;
 public class Main {
   public static void main(String[] args) throws Exception {
-    System.setProperty("left", args[0]);  // this JVM's own state, and a class where the next JVM's loader looks
+    System.setProperty("left", args[0]);  // this JVM's own state, a file in /tmp and a thread still running
     Files.writeString(Paths.get("/tmp/Left.java"), "// " + args[0]);
     Thread keep = new Thread(() -> { try { Thread.sleep(60_000); } catch (InterruptedException e) { } });
     keep.setDaemon(true);
