@@ -371,6 +371,54 @@ def test_a_short_jobs_events_go_out_as_one_message_and_read_back_in_order() -> N
     assert [[e.name for e in m] for m in asyncio.run(scenario(0))] == [["started"], ["stdout"], ["result"]]
 
 
+def test_started_waits_for_the_next_event_unless_the_job_is_interactive() -> None:
+    from app.executor.jobrun import STARTED_HOLD_S, JobRun
+    from app.messages import Job
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.messages: list[list[str]] = []
+
+        async def publish_events(self, events: list[Event]) -> None:
+            self.messages.append([e.name for e in events])
+
+    linger_s = 0.01
+
+    async def scenario(interactive: bool) -> list[list[list[str]]]:
+        job = Job(id="j1", language="python", source="", limits=Limits(), interactive=interactive)
+        broker = Recorder()
+        run = JobRun(broker, job, 1, linger_s)  # type: ignore[arg-type]
+        seen = []
+        run.emit("started", {"attempt": 1})
+        await asyncio.sleep(linger_s * 5)  # past the linger, well within the hold
+        seen.append(list(broker.messages))
+        run.emit("stdout", {"data": "hi\n", "attempt": 1})
+        await asyncio.sleep(linger_s * 5)  # output waits only the linger, even behind a held start
+        seen.append(list(broker.messages))
+        run.emit("stdout", {"data": "more\n", "attempt": 1})
+        await run.finish({"status": "completed"})
+        seen.append(list(broker.messages))
+        return seen
+
+    assert linger_s * 10 < STARTED_HOLD_S
+    assert asyncio.run(scenario(interactive=False)) == [
+        [], [["started", "stdout"]], [["started", "stdout"], ["stdout", "result"]]
+    ]
+    # An interactive job's client waits for "started" before it sends input: only the linger.
+    assert asyncio.run(scenario(interactive=True)) == [
+        [["started"]], [["started"], ["stdout"]], [["started"], ["stdout"], ["stdout", "result"]]
+    ]
+
+    async def silent() -> list[list[str]]:
+        broker = Recorder()
+        run = JobRun(broker, Job(id="j2", language="python", source="", limits=Limits()), 1, linger_s)  # type: ignore[arg-type]
+        run.emit("started", {"attempt": 1})
+        await asyncio.sleep(STARTED_HOLD_S + 0.2)
+        return broker.messages
+
+    assert asyncio.run(silent()) == [["started"]]  # a silent program is shown started after the hold
+
+
 def test_finished_output_is_kept_once_and_served_whole() -> None:
     record = JobRecord(JobState("j"))
     record.add(Event(job="j", name="queued", data={"language": "python", "created_at": 1.0, "identity": "x"}))
