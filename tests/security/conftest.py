@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
-import httpx
 import pytest
 
 from app.config import Settings
@@ -101,6 +100,8 @@ class Target:
     client: Client = field(init=False)
 
     def __post_init__(self) -> None:
+        # Attacks run in threads while pytest rewrites os.environ (PYTEST_CURRENT_TEST); a
+        # client made here reads the environment once, where httpx.get would iterate it per call.
         self.client = self.service.client()
 
     @property
@@ -142,7 +143,7 @@ class Target:
         """``/readyz`` answers 200 (a pool replacing a container may say ``warming`` for a moment)."""
         end = time.monotonic() + timeout
         while True:
-            response = httpx.get(self.service.url + "/readyz", timeout=10)
+            response = self.client.http.get("/readyz", timeout=10)
             if response.status_code == 200:
                 return
             assert time.monotonic() < end, f"/readyz stayed {response.status_code}: {response.text}"
@@ -181,7 +182,7 @@ class Target:
     def pool_state(self, language: str) -> dict[str, float]:
         """The language's pool gauges (idle, busy, warming) from ``/metrics``."""
         states: dict[str, float] = {}
-        for line in httpx.get(self.service.url + "/metrics", timeout=10).text.splitlines():
+        for line in self.client.http.get("/metrics", timeout=10).text.splitlines():
             if line.startswith("runbox_pool_containers{") and f'language="{language}"' in line:
                 states[line.split('state="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
         return states

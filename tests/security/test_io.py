@@ -87,8 +87,8 @@ def stdin_100mb(t: Target) -> None:
     body = json.dumps({"language": "python", "source": "import sys\nprint(len(sys.stdin.read()))\n",
                        "stdin": "i" * (100 << 20)}).encode()
     try:
-        response = httpx.post(t.service.url + "/api/v1/jobs", content=body,
-                              headers={"Content-Type": "application/json"}, timeout=60)
+        response = t.client.http.post("/api/v1/jobs", content=body,
+                                      headers={"Content-Type": "application/json"}, timeout=60)
         assert response.status_code == 413, response.text[:500]
     except (httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError):
         pass  # the gateway answered 413 on the Content-Length and closed before taking it all
