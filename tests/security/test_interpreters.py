@@ -88,6 +88,75 @@ def _interpreter_state_python(t: Target) -> None:
     reused(t, "python", before)
 
 
+
+# How a Python program ends, warm and cold. The warm stub exits at once, skipping the
+# interpreter's teardown, only when that teardown would show nothing (_runbox_end in
+# sandbox_images/agent/warm/python.py); each program below gives it something to show, or
+# an exit status to keep. Each first prints how many frames lie below its own: the stub's two
+# when warm, none when cold, so the test knows which way each run started.
+EXIT_DEPTH = """import sys
+frame, depth = sys._getframe(), 0
+while frame.f_back is not None:
+    frame, depth = frame.f_back, depth + 1
+print(depth)
+"""
+EXITS: dict[str, tuple[str, str, int]] = {  # name: (program, its stdout after the depth, exit code)
+    "plain": ("print('main')", "main\n", 0),
+    "status": ("print('main')\nsys.exit(3)", "main\n", 3),
+    "status_wraps": ("sys.exit(256)", "", 0),
+    "message": ("sys.exit('bye')", "", 1),
+    "error": ("print('main')\nraise ValueError('boom')", "main\n", 1),
+    "atexit": ("import atexit\natexit.register(print, 'at exit')\nprint('main')", "main\nat exit\n", 0),
+    "finalizer": ("class Noisy:\n    def __del__(self):\n        print('finalized')\nkept = Noisy()\nprint('main')",
+                  "main\nfinalized\n", 0),
+    "generator": ("def steps():\n    try:\n        yield 1\n    finally:\n        print('finally')\n"
+                  "started = steps()\nnext(started)\nprint('main')", "main\nfinally\n", 0),
+    "thread": ("import threading, time\ndef late():\n    time.sleep(0.2)\n    print('thread')\n"
+               "threading.Thread(target=late).start()\nprint('main')", "main\nthread\n", 0),
+    "buffered": ("out = open(1, 'w', closefd=False, buffering=65536)\nout.write('buffered\\n')", "buffered\n", 0),
+    "closed": ("print('main')\nsys.stdout.close()", "main\n", 0),
+}
+
+
+def python_warmed_up(t: Target) -> str:
+    """Settle Python's one container and run a first job in it (a container's first job starts
+    cold, its next one warm); return the container's id."""
+    before = t.settle("python")
+    first = t.run("python", "print('warm up')")
+    assert first["status"] == "completed", t.explain(first)
+    reused(t, "python", before)
+    return before
+
+
+@attack("exit_python")
+def exit_python(t: Target) -> None:
+    """Every way a Python program ends shows the same output and exit status warm as cold."""
+    with LOCKS["python"]:
+        _exit_python(t)
+
+
+def _exit_python(t: Target) -> None:
+    before = python_warmed_up(t)
+    ran: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, (program, _, _) in EXITS.items():  # each after a job of the same limits: warm
+        ran[name, "warm"] = t.run("python", EXIT_DEPTH + program)
+        reused(t, "python", before)
+    for i, (name, (program, _, _)) in enumerate(EXITS.items()):
+        # Each with limits the job before did not have, so no warm interpreter can serve it.
+        ran[name, "cold"] = t.run("python", EXIT_DEPTH + program, limits={"timeout_s": 6 + i % 2})
+        reused(t, "python", before)
+    for name, (_, stdout, code) in EXITS.items():
+        warm, cold = ran[name, "warm"], ran[name, "cold"]
+        for state, depth in ((warm, "2"), (cold, "0")):
+            result = state["result"]
+            assert state["status"] == "completed", (name, t.explain(state))
+            shown, _, rest = result["stdout"].partition("\n")
+            assert (shown, rest, result["exit_code"]) == (depth, stdout, code), (name, t.explain(state))
+        assert warm["result"]["stderr"] == cold["result"]["stderr"], (name, t.explain(warm), t.explain(cold))
+    assert ran["message", "warm"]["result"]["stderr"] == "bye\n", t.explain(ran["message", "warm"])
+    trace = ran["error", "warm"]["result"]["stderr"].splitlines()
+    assert trace[-1] == "ValueError: boom" and sum("File " in line for line in trace) == 1, trace
+
 # Under runc Python's warm interpreter is forked by a zygote of the job's own user
 # (docs/security.md): job A does to it whatever a process of that user may do from outside;
 # the next job must start exactly as a cold one, and a new zygote must follow.
@@ -168,10 +237,7 @@ def zygote_python(t: Target) -> None:
 
 
 def _zygote_python(t: Target) -> None:
-    before = t.settle("python")
-    first = t.run("python", "print('warm up')")  # a container's first job starts cold; the zygote comes after it
-    assert first["status"] == "completed", t.explain(first)
-    reused(t, "python", before)
+    before = python_warmed_up(t)  # the zygote comes after a container's first job
     state_a = t.run("python", ZYGOTE_A)
     assert state_a["status"] == "completed", t.explain(state_a)
     seen_a = json.loads(state_a["result"]["stdout"])
