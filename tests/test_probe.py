@@ -9,13 +9,16 @@ import asyncio
 import http.client
 import json
 import socket
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from app.metrics import Metrics
-from app.web.probe import MAX_CONNECTIONS, Probe
+from app.web.probe import MAX_CONNECTIONS, SWITCH_INTERVAL_S, Probe
+
+DEFAULT_SWITCH_S = sys.getswitchinterval()  # the interpreter's, before any probe started
 
 
 @pytest.fixture
@@ -27,6 +30,15 @@ def probe() -> Iterator[Probe]:
     served.start()
     yield served
     served.stop()
+
+
+def test_probe_shortens_the_switch_interval_while_it_serves(probe: Probe) -> None:
+    """A busy loop hands the probe's thread the interpreter's lock sooner; the interval is the
+    process's own again once the probe stopped."""
+    assert sys.getswitchinterval() == pytest.approx(min(DEFAULT_SWITCH_S, SWITCH_INTERVAL_S))
+    assert get(probe)[0] == 200
+    probe.stop()
+    assert sys.getswitchinterval() == pytest.approx(DEFAULT_SWITCH_S)
 
 
 def get(probe: Probe, path: str = "/healthz", method: str = "GET") -> tuple[int, bytes]:

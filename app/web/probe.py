@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +33,11 @@ BEAT_S = 0.25
 MAX_CONNECTIONS = 256  # open at once; one more is closed unanswered (each costs a socket, no thread)
 REQUEST_DEADLINE_S = 2.0  # to send a whole request: a probe sends it at once
 MAX_REQUEST_BYTES = 8192
+# While the main loop runs flat out, the probe's thread waits for the interpreter's lock at
+# each of the few turns a probe takes, up to the switch interval each (5 ms by default): a
+# storm's probe p99 130 ms at 5 ms, 92 ms at 1 ms (README, figures). The interval only
+# matters while another thread asks for the lock, so the busy loop pays nothing otherwise.
+SWITCH_INTERVAL_S = 0.001
 
 
 class Heartbeat:
@@ -66,6 +72,7 @@ class Probe:
         self._stopping = asyncio.Event()
         self._listening = threading.Event()
         self._thread = threading.Thread(target=self._run, name="runbox-probe", daemon=True)
+        self._switch_interval = sys.getswitchinterval()
 
     def answer(self, path: str) -> tuple[int, dict[str, Any]]:
         """The status and body for a probe of ``path``."""
@@ -79,6 +86,7 @@ class Probe:
 
     def start(self) -> None:
         """Start answering (the socket is already bound and listening)."""
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_S))
         self._thread.start()
         self._listening.wait(5)
 
@@ -88,6 +96,7 @@ class Probe:
             self._loop.call_soon_threadsafe(self._stopping.set)
             self._thread.join(5)
         self._loop.close()
+        sys.setswitchinterval(self._switch_interval)
 
     def _run(self) -> None:
         self._loop.run_until_complete(self._serve())
