@@ -17,6 +17,7 @@ from app.events import JobRecord
 from app.executor.sandbox import GVISOR_COVERS, MASKED_PATHS, Uids, agent_job, container_options
 from app.executor.slots import FairSlots
 from app.gateway.judge0.contract import judge0_languages
+from app.gateway.output import compile_failed
 from app.languages import LimitError, Limits, Registry
 from app.messages import Event, JobState, job_id_time, job_id_valid, new_job_id
 from app.metrics import Metrics
@@ -417,6 +418,25 @@ def test_started_waits_for_the_next_event_unless_the_job_is_interactive() -> Non
         return broker.messages
 
     assert asyncio.run(silent()) == [["started"]]  # a silent program is shown started after the hold
+
+
+@pytest.mark.parametrize(("compiled", "ended_it"), [
+    ({"exit_code": 0, "status": "completed"}, False),
+    ({"exit_code": 0}, False),  # an event stored before compile events carried the step's status
+    ({"exit_code": 1, "status": "completed"}, True),
+    ({"exit_code": None, "status": "timed_out"}, True),
+    # The watch found the compiler over its memory limit in the turn it exited 0: the program
+    # never ran, and the APIs must blame the compiler (Piston's compile stage, Judge0's 6).
+    ({"exit_code": 0, "status": "memory_exceeded"}, True),
+])
+def test_the_compile_step_ended_the_job(compiled: dict[str, object], ended_it: bool) -> None:
+    record = JobRecord(JobState("j"))
+    record.add(Event(job="j", name="queued", data={"language": "c", "created_at": 1.0, "identity": "x"}))
+    record.add(Event(job="j", name="started", data={"started_at": 2.0}, attempt=1, n=1))
+    record.add(Event(job="j", name="compile", data={"output": "", **compiled}, attempt=1, n=2))
+    status = "memory_exceeded" if compiled.get("status") == "memory_exceeded" else "completed"
+    record.add(Event(job="j", name="result", data={"status": status, "finished_at": 3.0, "result": {}}, attempt=1, n=3))
+    assert compile_failed(record, record.state) is ended_it
 
 
 def test_finished_output_is_kept_once_and_served_whole() -> None:

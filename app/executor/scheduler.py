@@ -423,7 +423,7 @@ class Executor:
                 elif kind == "compile":
                     result["compile_output"] = msg.get("output", "")
                     run.emit("compile", {"output": result["compile_output"], "exit_code": msg.get("exit_code"),
-                                         "attempt": run.attempt})
+                                         "status": msg.get("status", "completed"), "attempt": run.attempt})
                 elif kind == "done":
                     status = msg.get("status", "failed")
                     for key in ("exit_code", "signal", "duration_ms", "cpu_ms", "memory_peak_kb", "limit", "error"):

@@ -43,8 +43,12 @@ def compile_event(record: JobRecord | None, state: JobState) -> dict[str, Any] |
 
 
 def compile_failed(record: JobRecord | None, state: JobState) -> bool:
-    """Whether the compile step ended the job (error, time limit or a compiler that could not start)."""
+    """Whether the compile step ended the job (error, a limit or a compiler that could not start).
+
+    A compiler can exit 0 and still have ended the job: the agent's memory watch may find it
+    over its limit in the same turn it exits (seen under load), so the step's status counts too.
+    """
     if state.status == "compile_error":
         return True
     event = compile_event(record, state)
-    return event is not None and event.get("exit_code") != 0
+    return event is not None and (event.get("exit_code") != 0 or event.get("status", "completed") != "completed")

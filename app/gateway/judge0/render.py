@@ -19,7 +19,7 @@ from app.gateway.judge0.contract import (
     TEXT_FIELDS,
     judge0_name,
 )
-from app.gateway.output import combined_output, compile_event, result_of
+from app.gateway.output import combined_output, compile_failed, result_of
 from app.judging import outputs_match
 from app.languages import Registry
 from app.messages import JobState, iso_time
@@ -66,12 +66,11 @@ def verdict(state: JobState, record: JobRecord | None, meta: dict[str, Any], std
     sig = result.signal
     code = result.exit_code
     limit = result.limit
-    event = compile_event(record, state)
-    compile_failed = state.status == "compile_error" or (event is not None and event.get("exit_code") != 0)
+    compiler_ended_it = compile_failed(record, state)
     if state.status == "failed":
         error = result.error or "the job could not be run"
         return (14 if "exec format" in error.lower() else 13), error
-    if compile_failed:
+    if compiler_ended_it:
         if state.status == "timed_out":
             return 6, "Compilation time limit exceeded"
         return 6, None
