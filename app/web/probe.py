@@ -34,8 +34,8 @@ MAX_CONNECTIONS = 256  # open at once; one more is closed unanswered (each costs
 REQUEST_DEADLINE_S = 2.0  # to send a whole request: a probe sends it at once
 MAX_REQUEST_BYTES = 8192
 # While the main loop runs flat out, the probe's thread waits for the interpreter's lock at
-# each of the few turns a probe takes, up to the switch interval each (5 ms by default): a
-# storm's probe p99 130 ms at 5 ms, 92 ms at 1 ms (README, figures). The interval only
+# each of the few turns a probe takes, up to the switch interval each (5 ms by default): in
+# storms, the probe's p99 was 146 ms at 5 ms and 101 ms at 1 ms (medians of runs; README, figures). The interval only
 # matters while another thread asks for the lock, so the busy loop pays nothing otherwise.
 SWITCH_INTERVAL_S = 0.001
 

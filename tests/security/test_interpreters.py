@@ -88,7 +88,6 @@ def _interpreter_state_python(t: Target) -> None:
     reused(t, "python", before)
 
 
-
 # How a Python program ends, warm and cold. The warm stub exits at once, skipping the
 # interpreter's teardown, only when that teardown would show nothing (_runbox_end in
 # sandbox_images/agent/warm/python.py); each program below gives it something to show, or
@@ -156,6 +155,7 @@ def _exit_python(t: Target) -> None:
     assert ran["message", "warm"]["result"]["stderr"] == "bye\n", t.explain(ran["message", "warm"])
     trace = ran["error", "warm"]["result"]["stderr"].splitlines()
     assert trace[-1] == "ValueError: boom" and sum("File " in line for line in trace) == 1, trace
+
 
 # Under runc Python's warm interpreter is forked by a zygote of the job's own user
 # (docs/security.md): job A does to it whatever a process of that user may do from outside;

@@ -167,8 +167,9 @@ def _runbox_end():
     took 2 to 4 ms after a hello world's last write. It shows something only through threads
     still to join, ``atexit`` callbacks, finalizers (``__del__``, an unfinished generator's
     ``finally``, a weak reference's callback) and output not yet flushed: with any of those the
-    program exits as ``python3 main.py`` does, its start-up unfrozen again. Everything used is taken before the program
-    runs, which could replace any of it; gc and atexit are not left imported, as in a cold start.
+    program exits as ``python3 main.py`` does, its start-up unfrozen again. Everything used is
+    taken before the program runs, which could replace any of it; gc and atexit are not left
+    imported, as in a cold start.
     """
     import _weakref
     import os
@@ -180,7 +181,8 @@ def _runbox_end():
 
     for name in fresh:
         del sys.modules[name]
-    objects, freezes, unfreeze, frozen = gc.get_objects, gc.get_freeze_count, gc.unfreeze, [0]
+    objects, freezes, unfreeze = gc.get_objects, gc.get_freeze_count, gc.unfreeze
+    frozen = 0  # objects our freeze froze: a different count means the program froze or unfroze
     system = sys
     streams = (sys.stdout, sys.stderr)
     callbacks = atexit._ncallbacks
@@ -189,14 +191,15 @@ def _runbox_end():
     has, of, kind, number = hasattr, type, isinstance, int
 
     def freeze() -> None:
+        nonlocal frozen
         gc.freeze()
-        frozen[0] = freezes()
+        frozen = freezes()
 
     def end(code: object) -> None:
         code = 0 if code is None else code
         if kind(code, number) and -2**31 <= code < 2**31 and quiet():
             exit_now(code)
-        if freezes() == frozen[0]:
+        if freezes() == frozen:
             # The teardown as a cold start's: frozen, __main__'s cycles would outlive the
             # collection that frees them while sys.stdout still works, and a module-level
             # object's __del__ would print into nothing.
@@ -204,7 +207,7 @@ def _runbox_end():
 
     def quiet() -> bool:
         try:
-            if "threading" in system.modules or callbacks() or freezes() != frozen[0]:
+            if "threading" in system.modules or callbacks() or freezes() != frozen:
                 return False
             for generation in (0, 1, 2):
                 for thing in objects(generation):
