@@ -319,6 +319,63 @@ if FAST_BUILD_UNITS:
     )
 
 
+# A Go program that tells how it was built: the settings `go build` embeds, and whether its
+# build ID is fast-go-build's placeholder (sandbox_images/go), which only the fast path leaves.
+GO_BUILD_REPORT = """package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+)
+
+func main() {
+	info, _ := debug.ReadBuildInfo()
+	fmt.Println("path", info.Path)
+	for _, s := range info.Settings {
+		fmt.Println("setting", s.Key, s.Value)
+	}
+	exe, _ := os.ReadFile("/proc/self/exe")
+	zeros := strings.Repeat("0", 20)
+	placeholder := strings.Join([]string{zeros, zeros, zeros, zeros}, "/")
+	fmt.Println("placeholder", bytes.Contains(exe, []byte(placeholder)))
+}
+"""
+GO_UNITS = [key for key in UNITS if unit_of(key).name == "go"]
+
+
+def _go_builds_without_the_go_command_as_go_build_would(jobs: Jobs, key: str) -> None:
+    unit = unit_of(key)
+    base = {"language": unit.name, "version": unit.version}
+    alone = jobs.client.run({**base, "source": GO_BUILD_REPORT}, timeout=120)
+    util = {"name": "util.go", "content": "package main\n\nconst unused = 1\n"}
+    beside = jobs.client.run({**base, "source": GO_BUILD_REPORT, "files": [util]}, timeout=120)
+    for state in (alone, beside):
+        assert state["status"] == "completed", describe(state)
+        assert state["result"]["compile_output"] == "", describe(state)
+    lines = alone["result"]["stdout"].splitlines()
+    assert "path _/work" in lines and "setting CGO_ENABLED 0" in lines and 'setting -ldflags -s -w' in lines, lines
+    # main.go alone took the fast path; beside another file the go command built it, and the
+    # program saw the same build settings either way.
+    assert lines[-1] == "placeholder true"
+    assert beside["result"]["stdout"].splitlines() == [*lines[:-1], "placeholder false"]
+    # A failing fast build, and a main.go the plan does not cover, get the go command's own words.
+    broken = jobs.client.run({**base, "source": "package main\n\nfunc main() { x }\n"}, timeout=120)
+    assert broken["status"] == "compile_error", describe(broken)
+    assert broken["result"]["compile_output"].startswith("# _/work\n./main.go:3:15: undefined: x"), describe(broken)
+    ignored = jobs.client.run({**base, "source": "//go:build ignore\n\n" + GO_BUILD_REPORT}, timeout=120)
+    assert ignored["status"] == "compile_error", describe(ignored)
+    assert "build constraints exclude all Go files" in ignored["result"]["compile_output"], describe(ignored)
+
+
+if GO_UNITS:
+    test_go_builds_without_the_go_command_as_go_build_would = pytest.mark.parametrize("key", GO_UNITS)(
+        _go_builds_without_the_go_command_as_go_build_would
+    )
+
+
 @pytest.mark.parametrize("key", UNITS)
 def test_image_version(images: None, key: str) -> None:
     """The version a unit declares is the one its image really runs, and the image runs as the runner user."""
