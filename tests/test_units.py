@@ -593,9 +593,11 @@ def test_agent_job_marks_the_first_step_warm() -> None:
     assert "warm" not in tighter
     (only,) = agent_job("j4", python, Limits(), [{"name": "main.py", "content": "x"}], "", ())["steps"]
     assert only["warm"] == list(python.warm_start) and only["warm_fork"] is True
-    # Under gVisor each step enters an IPC namespace of its own, which a forked process would not.
+    # Under gVisor each step enters an IPC namespace of its own (a forked process makes its own),
+    # and the zygote is one more process of the job's user.
     (gvisor,) = agent_job("j4", python, Limits(), [{"name": "main.py", "content": "x"}], "", (), "runsc")["steps"]
-    assert gvisor["warm"] == list(python.warm_start) and gvisor["ipc_namespace"] and "warm_fork" not in gvisor
+    assert gvisor["warm"] == list(python.warm_start) and gvisor["ipc_namespace"] and gvisor["warm_fork"] is True
+    assert gvisor["nproc"] == Limits().processes + 2
     assert "warm_fork" not in run and "warm_fork" not in build  # only Python's stub can fork
     build, run = agent_job("j5", java, java.default_limits, [{"name": "Main.java", "content": "x"}], "", ())["steps"]
     assert build["warm"] == list(java.compile.warm_start) and run["warm"] == list(java.warm_start)

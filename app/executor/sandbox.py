@@ -276,9 +276,7 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
         # with the default limits: it waits through that step, holding threads and memory the
         # container's limits, sized for one step at a time, leave room for only then.
         steps[-1]["warm"] = list(language.warm_start)
-        if language.warm_fork and runtime != "runsc":
-            # Not under gVisor: there each step enters an IPC namespace of its own through
-            # unshare(1), which a process forked from a zygote would not.
+        if language.warm_fork:
             steps[-1]["warm_fork"] = True
     if language.compile is not None and language.compile.warm_start and not compile_limits:
         # The compiler may already be running, waiting for it (a step with tighter limits than
@@ -291,7 +289,8 @@ def agent_job(job_id: str, language: Language, limits: Limits, files: list[dict[
         step["watch_memory_kb"] = int(step["memory_mb"]) * 1024
     if runtime == "runsc":
         for step in steps:
-            step["nproc"] = limits.processes + 1  # the agent runs as the same user
+            # The agent runs as the same user, and so does a warm interpreter's zygote.
+            step["nproc"] = limits.processes + (2 if language.warm_fork else 1)
             # gVisor gives the scrub no way to list System V objects or POSIX message queues:
             # each step gets an IPC namespace of its own, which ends with the step.
             step["ipc_namespace"] = True

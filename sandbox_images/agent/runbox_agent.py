@@ -135,7 +135,7 @@ class Forked:
 
 class Zygote:
     """A warm stub started once per container that forks each job's warm process (a step whose
-    language data says ``warm_fork``; runc only). It was started like a warm process of ``key``
+    language data says ``warm_fork``). It was started like a warm process of ``key``
     (same limits, environment, session) and never runs a program itself; see its stub and
     docs/security.md for what a job can and cannot do to it."""
 
@@ -183,7 +183,12 @@ def zygote_for(step: dict, env: dict) -> Zygote | None:
     if ZYGOTE is None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            proc = spawn([*step["warm"], "--fork", str(theirs.fileno())], step, env, False, (theirs.fileno(),))
+            # Under gVisor each forked process makes its own IPC namespace, as unshare(1) makes
+            # a cold start's (limited_argv), so the zygote, which runs no program, needs none:
+            # the process's namespaces then hang where a cold start's do.
+            ipc = ["--ipc"] if step.get("ipc_namespace") else []
+            argv = [*step["warm"], "--fork", *ipc, str(theirs.fileno())]
+            proc = spawn(argv, {**step, "ipc_namespace": False}, env, False, (theirs.fileno(),))
         except OSError:
             ours.close()
             return None
@@ -565,7 +570,7 @@ def warm_key(step: dict, env: dict) -> str:
 def prepare_warm(step: dict, env: dict) -> None:
     """After a clean scrub: start the process the next job's step like ``step`` will run in."""
     # The zygote first: its own memory is not the job's.
-    zygote = zygote_for(step, env) if step.get("warm_fork") and not step.get("ipc_namespace") else None
+    zygote = zygote_for(step, env) if step.get("warm_fork") else None
     held = held_memory_kb() if step.get("watch_memory_kb") else -1
     read, write = os.pipe()
     try:

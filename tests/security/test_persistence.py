@@ -82,13 +82,13 @@ LOCKS = {language: threading.Lock() for language in MAIN_FILE}
 def zygote(t: Target, language: str, container_id: str) -> set[int]:
     """The processes the agent keeps between jobs that the next job's process listing shows.
 
-    Under runc Python's zygote and the interpreter it forked for the next job (which will be
-    that job, or is discarded before it runs) wait in an idle container (docs/security.md);
-    nothing else may be there, nor anything of the kind anywhere else.
+    Python's zygote and the interpreter it forked for the next job (which will be that job, or
+    is discarded before it runs) wait in an idle container (docs/security.md); nothing else may
+    be there, nor anything of the kind anywhere else.
     """
     waiting = warm_processes(t, container_id)
-    forks = {pid for pid, command in waiting.items() if command.endswith(" --fork")}
-    if language == "python" and t.runtime == "runc":
+    forks = {pid for pid, command in waiting.items() if " --fork" in command}
+    if language == "python":
         assert len(forks) == len(waiting) == 2, waiting
     else:
         assert not forks, waiting

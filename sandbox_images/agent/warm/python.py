@@ -5,16 +5,17 @@ the job arrives), it reads the program's name and arguments from pipe FD, closes
 the program as ``python3 main.py ARGS`` would: the same ``__main__`` names, ``sys.argv``,
 ``sys.orig_argv``, ``sys.path[0]``, and tracebacks without this file's frame.
 
-Started once per container (``python3 /opt/runbox/warm/python.py --fork SOCKET``, runc only),
-it is a zygote: for each job the agent sends it the new process's stdio and control pipe over
+Started once per container (``python3 /opt/runbox/warm/python.py --fork [--ipc] SOCKET``), it
+is a zygote: for each job the agent sends it the new process's stdio and control pipe over
 SOCKET, and it forks twice, so that the process (reparented to the agent, PID 1) starts from
 an interpreter that never ran a program, for about a millisecond of CPU instead of a whole
 interpreter's start. The zygote runs as the job's user, so whatever such a user can change in
-another process from outside is kept out or checked (docs/security.md).
+another process from outside is kept out or checked (docs/security.md). With ``--ipc`` (gVisor)
+each forked process enters an IPC namespace of its own, as unshare(1) makes a cold start's.
 """
 
 
-def _runbox_zygote(channel: int) -> int:
+def _runbox_zygote(channel: int, ipc: bool) -> int:
     """Serve forks on ``channel`` until the agent closes it; return in each forked process only,
     with the number of the pipe its program arrives on."""
     import os
@@ -78,12 +79,12 @@ def _runbox_zygote(channel: int) -> int:
             os.close(fd)
         server.send(pid.to_bytes(4, sys.byteorder))
     try:
-        return _runbox_forked(server, read, write, fds, zygote, outside, baseline, libc, mask, before)
+        return _runbox_forked(server, read, write, fds, zygote, outside, baseline, libc, mask, before, ipc)
     except BaseException:
         os._exit(1)  # never a traceback of ours on the program's stderr: the agent starts it cold
 
 
-def _runbox_forked(server, read, write, fds, zygote, outside, baseline, libc, mask, before) -> int:
+def _runbox_forked(server, read, write, fds, zygote, outside, baseline, libc, mask, before, ipc) -> int:
     """Make the forked process what the agent's spawn makes of a cold one; return its control pipe."""
     import os
     import signal
@@ -99,18 +100,44 @@ def _runbox_forked(server, read, write, fds, zygote, outside, baseline, libc, ma
     os.dup2(stderr, 2)
     for fd in {stdin, stdout, stderr} - {0, 1, 2}:
         os.close(fd)
-    libc.prctl(4, 1, 0, 0, 0)  # dumpable again, as a cold start
     if outside() != baseline:
         # A job changed the zygote (its priority, scheduling, CPUs, I/O priority or limits):
         # it must not make any more processes.
         os.kill(zygote, signal.SIGKILL)
         os._exit(1)
+    libc.prctl(4, 1, 0, 0, 0)  # dumpable again, as a cold start (and its /proc files its own)
+    if ipc:
+        _runbox_unshare_ipc(libc)  # after the check, which compares what the zygote's namespace shows
     os.write(write, b"1")
     os.close(write)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     for name in set(sys.modules) - before:
         del sys.modules[name]
     return control
+
+
+def _runbox_unshare_ipc(libc) -> None:
+    """What ``unshare --user --map-user=UID --map-group=GID --ipc`` and its exec make of a cold
+    start: an IPC namespace of the process's own, through a user namespace where it is itself,
+    and no capabilities there (the exec of a process that is not root in it drops them)."""
+    import os
+
+    uid, gid = os.getuid(), os.getgid()  # until its maps are written the namespace shows 65534
+    if libc.unshare(0x10000000 | 0x08000000) != 0:  # CLONE_NEWUSER | CLONE_NEWIPC
+        raise OSError("unshare")
+    try:
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+    except OSError:
+        pass  # gVisor has none to deny, and unshare(1) goes on without it too
+    for path, line in (("/proc/self/uid_map", f"{uid} {uid} 1"), ("/proc/self/gid_map", f"{gid} {gid} 1")):
+        with open(path, "w") as f:
+            f.write(line)
+    # capset(2): version 3 header for this process, then effective, permitted and inheritable
+    # sets of two words each, all empty.
+    header = (0x20080522).to_bytes(4, "little") + bytes(4)
+    if libc.capset(header, bytes(24)) != 0:
+        raise OSError("capset")
 
 
 def _runbox_start() -> None:
@@ -120,7 +147,10 @@ def _runbox_start() -> None:
     # An interpreter's first compile() sets up its parser, 2 ms of a hello world's
     # latency: done now, before the job arrives (it leaves nothing the program can see).
     compile("", "<runbox-warm>", "exec")
-    control = _runbox_zygote(int(sys.argv[2])) if sys.argv[1] == "--fork" else int(sys.argv[1])
+    if sys.argv[1] == "--fork":
+        control = _runbox_zygote(int(sys.argv[-1]), sys.argv[2:-1] == ["--ipc"])
+    else:
+        control = int(sys.argv[1])
     data = b""
     while chunk := os.read(control, 65536):
         data += chunk
