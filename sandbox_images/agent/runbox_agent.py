@@ -36,6 +36,10 @@ WORK = "/work"
 SCRUB_DIRS = ("/work", "/tmp", "/dev/shm", "/dev/mqueue", "/var/tmp", "/run/lock")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WATCH_INTERVAL_S = 0.02  # how often a watched step's memory is measured
+# ... and once it holds half its limit: a program allocating a few GB/s would otherwise pass
+# the container's headroom for the agent between two looks, and under gVisor the host's OOM
+# killer would end the whole sandbox, a job no longer told apart from one killing its agent.
+WATCH_CLOSE_S = 0.005
 KILL_GRACE_S = 2.0  # past its deadline, whatever still holds the output open no longer delays the answer
 FLUSH_DELAY_S = 0.01  # coalesce output for this long so tiny writes do not become tiny events
 CHUNK = 65536
@@ -765,8 +769,8 @@ def run_step(step: dict, env: dict) -> dict:
             killed_by = "idle"
             deadline = now
         if watch_kb and killed_by is None and now >= next_watch:
-            next_watch = now + WATCH_INTERVAL_S
             seen = max(0, held_memory_kb() - held_before)
+            next_watch = now + (WATCH_CLOSE_S if 2 * seen > watch_kb else WATCH_INTERVAL_S)
             held_peak = max(held_peak, seen)
             if exact:
                 usage["rss"] = max(usage["rss"], seen)
@@ -795,7 +799,7 @@ def run_step(step: dict, env: dict) -> dict:
         if any(c is not None and c.pending for c in outs.values()) or killed_by is not None:
             wait = min(wait, FLUSH_DELAY_S)
         if watch_kb:
-            wait = min(wait, WATCH_INTERVAL_S)
+            wait = min(wait, max(0.0, next_watch - now))
         if idle_s and killed_by is None and stdin is not None and not pending:
             wait = max(0.0, min(wait, last_activity + idle_s - now))
         ready = sel.select(wait) if sel.get_map() else time.sleep(wait) or []
