@@ -537,3 +537,47 @@ def test_a_sigkilled_sandbox_is_out_of_memory_when_the_engine_logged_an_oom(
     assert (killed_by_the_job, out_of_memory) == ((False, True) if oom_event else (True, False))
     assert engine.asked and all(q["filters"] == {"container": engine.id, "event": "oom"} for q in engine.asked)
     assert all(q["since"] < q["until"] for q in engine.asked)
+
+
+class Writer:
+    """The agent's control channel as the sandbox writes it: nothing to wait for."""
+
+    async def drain(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("said_high", [True, False])
+def test_a_sandbox_ended_while_its_job_held_over_half_its_memory_is_out_of_memory(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, said_high: bool
+) -> None:
+    # Under gVisor the host's OOM killer ends the whole sandbox at the cgroup's limit and the
+    # engine may report neither OOMKilled nor an oom event (CI: a C memory bomb in the abuse
+    # storm ended "failed, the job killed its sandbox's agent"). The agent says when a job
+    # passes half its limit; a container that then dies was out of memory.
+    import app.executor.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "ENGINE_SETTLE_S", 0.0)
+    monkeypatch.setattr(sandbox_module, "engine_problem", lambda client, images: None)
+    engine = OomEngine(oom_event=False)
+    python = registry.get("python")
+    assert python is not None
+    sandbox = sandbox_module.Sandbox(
+        engine, python, python.default_limits, {"labels": {"runbox.uid": "60001"}}  # type: ignore[arg-type]
+    )
+    sandbox.container = engine
+    sandbox._writer = Writer()  # type: ignore[assignment]
+    if said_high:
+        sandbox._lines.put_nowait({"t": "mem", "kb": 200_000})
+    sandbox._lines.put_nowait(None)  # the container's end
+
+    async def relay() -> list[dict[str, Any]]:
+        return [message async for message in sandbox._messages(5.0)]
+
+    if said_high:
+        with pytest.raises(sandbox_module.SandboxError):
+            asyncio.run(relay())  # not the job's attack: the scheduler asks oom_killed()
+        assert asyncio.run(sandbox.oom_killed())
+    else:
+        (message,) = asyncio.run(relay())
+        assert message["status"] == "failed" and "killed its sandbox's agent" in message["error"]
+        assert not asyncio.run(sandbox.oom_killed())

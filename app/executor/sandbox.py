@@ -334,6 +334,7 @@ class Sandbox:
         self._pump: asyncio.Task[None] | None = None
         self._job_sent = asyncio.Event()  # set while a job is with the agent: input may follow it
         self._job_id: str | None = None  # ...that job
+        self.memory_high = False  # the agent said the running job holds over half its memory limit
 
     @property
     def short_id(self) -> str:
@@ -433,6 +434,7 @@ class Sandbox:
         self._next_auth = payload["next"]
         self._writer.write(json.dumps(payload, separators=(",", ":")).encode() + b"\n")
         self._job_id = payload.get("id")
+        self.memory_high = False
         self._job_sent.set()
         try:
             async for message in self._messages(deadline_s):
@@ -467,6 +469,9 @@ class Sandbox:
                     yield tampered("the job killed its sandbox's agent")
                     return
                 raise SandboxError("the sandbox container exited during the job")
+            if message.get("t") == "mem":
+                self.memory_high = True
+                continue
             yield message
             if message.get("t") == "done":
                 return
@@ -540,12 +545,17 @@ class Sandbox:
         return True
 
     async def oom_killed(self) -> bool:
-        """Whether the engine saw the container's memory cgroup kill it.
+        """Whether the container's memory cgroup killed it, as far as the engine or the agent tells.
 
         The engine keeps ``OOMKilled`` in the state only when the OOM notice reached it before
         the exit; when it came after (seen under gVisor, whose whole sandbox the kernel kills),
         the state says a plain SIGKILL and only the engine's ``oom`` event tells.
         """
+        if self.memory_high:
+            # The job held over half its limit at the agent's last look and the container then
+            # ended: under gVisor the host's OOM killer ends the whole sandbox at the cgroup's
+            # limit, and the engine does not always report it (OOMKilled, its oom event).
+            return True
         if self.container is None:
             return False
         try:

@@ -751,6 +751,7 @@ def run_step(step: dict, env: dict) -> dict:
     # decide the kill (the peak stays the processes' own resident maximum).
     exact = any(os.path.exists(path) for path, _, _ in MEMORY_SOURCES[:2])
     held_peak = 0  # the most the step was seen holding, exact or not
+    told_high = False  # the executor was told the step holds over half its limit
     next_watch = 0.0
     open_readers = 1 + (proc.stderr is not None)
     while True:
@@ -771,6 +772,12 @@ def run_step(step: dict, env: dict) -> dict:
         if watch_kb and killed_by is None and now >= next_watch:
             seen = max(0, held_memory_kb() - held_before)
             next_watch = now + (WATCH_CLOSE_S if 2 * seen > watch_kb else WATCH_INTERVAL_S)
+            if 2 * seen > watch_kb and not told_high:
+                # Should the container's cgroup end the sandbox before the next look (gVisor:
+                # the host's OOM killer takes the whole sandbox, and the engine may not say so),
+                # the executor knows the job was on its way there.
+                told_high = True
+                send({"t": "mem", "kb": seen})
             held_peak = max(held_peak, seen)
             if exact:
                 usage["rss"] = max(usage["rss"], seen)
