@@ -138,8 +138,13 @@ def _exit_python(t: Target) -> None:
     before = python_warmed_up(t)
     ran: dict[tuple[str, str], dict[str, Any]] = {}
     for name, (program, _, _) in EXITS.items():  # each after a job of the same limits: warm
-        ran[name, "warm"] = t.run("python", EXIT_DEPTH + program)
-        reused(t, "python", before)
+        # A warm start is a head start the agent may miss (the job then starts cold; seen twice
+        # in a loaded suite, cause not found): a run that shows it was not warm runs once more.
+        for _ in range(2):
+            ran[name, "warm"] = t.run("python", EXIT_DEPTH + program)
+            reused(t, "python", before)
+            if ran[name, "warm"]["result"]["stdout"].startswith("2\n"):
+                break
     for i, (name, (program, _, _)) in enumerate(EXITS.items()):
         # Each with limits the job before did not have, so no warm interpreter can serve it.
         ran[name, "cold"] = t.run("python", EXIT_DEPTH + program, limits={"timeout_s": 6 + i % 2})
