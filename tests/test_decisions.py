@@ -29,7 +29,7 @@ from app.config import Settings
 from app.deliveries import Delivery
 from app.executor.engine import EngineWatch, engine_problem
 from app.executor.pool import RETRY_MAX_S, retry_delay
-from app.executor.sandbox import SandboxError
+from app.executor.sandbox import Sandbox, SandboxError
 from app.executor.scheduler import Executor, StaleDelivery, Verdict, verdict
 from app.languages import Registry
 from app.messages import MARKER, Event, Job, new_job_id
@@ -514,6 +514,19 @@ class OomEngine:
         return FakeEvents([{"status": "oom", "id": self.id}] if self.oom_event else [])
 
 
+def ended_sandbox(registry: Registry, monkeypatch: pytest.MonkeyPatch, engine: OomEngine) -> Sandbox:
+    """A Python sandbox whose container ``engine`` has ended; the engine's health is not asked."""
+    import app.executor.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "ENGINE_SETTLE_S", 0.0)
+    monkeypatch.setattr(sandbox_module, "engine_problem", lambda client, images: None)
+    python = registry.get("python")
+    assert python is not None
+    sandbox = Sandbox(engine, python, python.default_limits, {"labels": {"runbox.uid": "60001"}})  # type: ignore[arg-type]
+    sandbox.container = engine  # type: ignore[assignment]
+    return sandbox
+
+
 @pytest.mark.parametrize("oom_event", [True, False])
 def test_a_sigkilled_sandbox_is_out_of_memory_when_the_engine_logged_an_oom(
     registry: Registry, monkeypatch: pytest.MonkeyPatch, oom_event: bool
@@ -521,17 +534,8 @@ def test_a_sigkilled_sandbox_is_out_of_memory_when_the_engine_logged_an_oom(
     # The engine keeps OOMKilled in a container's state only when the OOM notice came before
     # the exit; under gVisor it can come after (CI: a JavaScript memory bomb ended "failed,
     # the job killed its sandbox's agent"). Its "oom" event still tells them apart.
-    import app.executor.sandbox as sandbox_module
-
-    monkeypatch.setattr(sandbox_module, "ENGINE_SETTLE_S", 0.0)
-    monkeypatch.setattr(sandbox_module, "engine_problem", lambda client, images: None)
     engine = OomEngine(oom_event)
-    python = registry.get("python")
-    assert python is not None
-    sandbox = sandbox_module.Sandbox(
-        engine, python, python.default_limits, {"labels": {"runbox.uid": "60001"}}  # type: ignore[arg-type]
-    )
-    sandbox.container = engine
+    sandbox = ended_sandbox(registry, monkeypatch, engine)
     killed_by_the_job = asyncio.run(sandbox._killed_by_signal())
     out_of_memory = asyncio.run(sandbox.oom_killed())
     assert (killed_by_the_job, out_of_memory) == ((False, True) if oom_event else (True, False))
@@ -554,17 +558,7 @@ def test_a_sandbox_ended_while_its_job_held_over_half_its_memory_is_out_of_memor
     # engine may report neither OOMKilled nor an oom event (CI: a C memory bomb in the abuse
     # storm ended "failed, the job killed its sandbox's agent"). The agent says when a job
     # passes half its limit; a container that then dies was out of memory.
-    import app.executor.sandbox as sandbox_module
-
-    monkeypatch.setattr(sandbox_module, "ENGINE_SETTLE_S", 0.0)
-    monkeypatch.setattr(sandbox_module, "engine_problem", lambda client, images: None)
-    engine = OomEngine(oom_event=False)
-    python = registry.get("python")
-    assert python is not None
-    sandbox = sandbox_module.Sandbox(
-        engine, python, python.default_limits, {"labels": {"runbox.uid": "60001"}}  # type: ignore[arg-type]
-    )
-    sandbox.container = engine
+    sandbox = ended_sandbox(registry, monkeypatch, OomEngine(oom_event=False))
     sandbox._writer = Writer()  # type: ignore[assignment]
     if said_high:
         sandbox._lines.put_nowait({"t": "mem", "kb": 200_000})
@@ -574,7 +568,7 @@ def test_a_sandbox_ended_while_its_job_held_over_half_its_memory_is_out_of_memor
         return [message async for message in sandbox._messages(5.0)]
 
     if said_high:
-        with pytest.raises(sandbox_module.SandboxError):
+        with pytest.raises(SandboxError):
             asyncio.run(relay())  # not the job's attack: the scheduler asks oom_killed()
         assert asyncio.run(sandbox.oom_killed())
     else:

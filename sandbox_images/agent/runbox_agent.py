@@ -771,8 +771,9 @@ def run_step(step: dict, env: dict) -> dict:
             deadline = now
         if watch_kb and killed_by is None and now >= next_watch:
             seen = max(0, held_memory_kb() - held_before)
-            next_watch = now + (WATCH_CLOSE_S if 2 * seen > watch_kb else WATCH_INTERVAL_S)
-            if 2 * seen > watch_kb and not told_high:
+            high = 2 * seen > watch_kb
+            next_watch = now + (WATCH_CLOSE_S if high else WATCH_INTERVAL_S)
+            if high and not told_high:
                 # Should the container's cgroup end the sandbox before the next look (gVisor:
                 # the host's OOM killer takes the whole sandbox, and the engine may not say so),
                 # the executor knows the job was on its way there.
@@ -805,7 +806,8 @@ def run_step(step: dict, env: dict) -> dict:
             wait = 0.2
         if any(c is not None and c.pending for c in outs.values()) or killed_by is not None:
             wait = min(wait, FLUSH_DELAY_S)
-        if watch_kb:
+        if watch_kb and killed_by is None:
+            # The watch stops once a kill is under way; its last deadline would spin select().
             wait = min(wait, max(0.0, next_watch - now))
         if idle_s and killed_by is None and stdin is not None and not pending:
             wait = max(0.0, min(wait, last_activity + idle_s - now))

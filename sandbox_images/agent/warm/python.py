@@ -129,7 +129,7 @@ def _runbox_unshare_ipc(libc) -> None:
         with open("/proc/self/setgroups", "w") as f:
             f.write("deny")
     except OSError:
-        pass  # gVisor has none to deny, and unshare(1) goes on without it too
+        pass  # gVisor refuses it (EACCES), and unshare(1) goes on without it too
     for path, line in (("/proc/self/uid_map", f"{uid} {uid} 1"), ("/proc/self/gid_map", f"{gid} {gid} 1")):
         with open(path, "w") as f:
             f.write(line)
