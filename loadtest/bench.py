@@ -178,6 +178,8 @@ def with_service(args: argparse.Namespace, body: Callable[[Target], None], **env
         svc = Service(RUNBOX_RUNTIME=args.runtime, RUNBOX_PROBE_PORT=str(probe_port), **{**UNLIMITED, **env}).start()
         assert svc.proc is not None
         pids = {"gateway": svc.proc.pid}  # one process plays both roles: reported as "gateway"
+    if args.gate_pid:
+        pids["gate"] = args.gate_pid  # part of the deployment: every job's bytes pass through it
     name = (executor or svc).env["RUNBOX_EXECUTOR_NAME"]
     try:
         time.sleep(3)  # let the pools fill
@@ -563,11 +565,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "languages" and args.runs == 200:
         args.runs = 5
+    args.gate_pid = 0
     if args.direct or args.url:
         os.environ["RUNBOX_DOCKER_URL"] = Settings.from_env().engine_url
         dispatch(args)
         return
-    with gated():
+    with gated() as gate:
+        assert gate.proc is not None
+        args.gate_pid = gate.proc.pid
         dispatch(args)
 
 

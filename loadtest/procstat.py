@@ -2,7 +2,8 @@
 
 Components are found by what they are, not by name alone:
 
-- ``gateway`` / ``executor``: the service processes the benchmark started (by pid);
+- ``gateway`` / ``executor`` / ``gate``: the service processes the benchmark started (by pid);
+  the gate carries every job's bytes between executor and engine (none with ``--direct``);
 - ``rabbitmq``: the ``beam.smp`` that listens on the AMQP port;
 - ``dockerd``, ``containerd``: the engine daemons (by executable);
 - ``shims+runtime``: the ``containerd-shim-runc-v2`` / ``containerd-shim-runsc-v1`` of *this*
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SHARED = ("rabbitmq", "dockerd", "containerd")
-OVERHEAD = ("gateway", "executor", "rabbitmq", "dockerd", "containerd", "shims+runtime", "agent")
+OVERHEAD = ("gateway", "executor", "gate", "rabbitmq", "dockerd", "containerd", "shims+runtime", "agent")
 
 
 @dataclass
@@ -129,7 +130,7 @@ def our_containers(executor: str) -> set[str]:
 class Sampler:
     """Samples every relevant process's CPU times on a background thread until stopped."""
 
-    services: dict[str, int]  # component name -> root pid (gateway, executor)
+    services: dict[str, int]  # component name -> root pid (gateway, executor, gate)
     executor: str  # RUNBOX_EXECUTOR_NAME: whose containers count
     amqp_port: int = 5672
     interval_s: float = 0.25
