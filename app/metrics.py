@@ -39,7 +39,7 @@ CONTAINER_EVENTS = ("created", "recycled", "reused", "failed", "removed")
 CALLBACK_OUTCOMES = ("delivered", "http_error", "timeout", "unreachable", "refused", "not_ready")
 CALLBACK_ABANDONED = ("refused", "retries_exhausted")
 GATE_ENDPOINTS = ("ping", "version", "info", "create", "list", "remove", "start", "attach", "wait", "kill",
-                  "inspect", "runtimes")
+                  "inspect", "runtimes", "events")
 GATE_REFUSALS = ("endpoint", "policy", "not_a_sandbox", "uid_in_use", "bad_request")
 
 

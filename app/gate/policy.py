@@ -2,7 +2,9 @@
 
 An executor needs a handful of the engine's endpoints, and only on its own sandboxes. Each
 request is classified into an :class:`Endpoint`; anything that is not one of them (exec,
-build, pull, images, volumes, networks, plugins, swarm, events, logs, archive...) is refused.
+build, pull, images, volumes, networks, plugins, swarm, logs, archive...) is refused, and so
+are the engine's events but for one sandbox's ``oom`` events over a closed span of time
+(:func:`check_events_query`: whether the kernel killed it for its memory).
 A create must carry a sandbox's whole configuration (:func:`check_create`): every field of
 the body is either absent or empty, or one this module knows and checks; a field it does not
 know is refused, so a new engine option can never slip through.
@@ -14,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from app import seccomp
 from app.executor.sandbox import (
@@ -95,6 +97,8 @@ def classify(method: str, target: str) -> Request:
     if method == "GET" and path == "/containers/json":
         check_list_query(query)
         return Request("list", query=query)
+    if method == "GET" and path == "/events":
+        return Request("events", check_events_query(query), query)
     match = re.fullmatch(rf"/containers/({CONTAINER_ID})(?:/([a-z]+))?", path)
     if match:
         container, action = match[1], match[2]
@@ -120,6 +124,38 @@ def check_list_query(query: str) -> None:
         labels = [k for k, v in labels.items() if v]
     if not isinstance(labels, list) or "=".join(SANDBOX_LABEL) not in labels:
         raise Refused("policy", "a container list must be filtered by label runbox.role=sandbox")
+
+
+def check_events_query(query: str) -> str:
+    """The container whose events are asked for: only ``oom`` events of one container, from ``since``
+    to ``until`` (so the answer ends at once rather than streaming the host's activity)."""
+    params = parse_qs(query)
+    try:
+        since, until = (float(params[name][0]) for name in ("since", "until"))
+        filters = json.loads(params.get("filters", ["{}"])[0])
+    except (KeyError, ValueError) as exc:
+        raise Refused("policy", "events are asked for with since, until and filters") from exc
+    if not isinstance(filters, dict) or set(filters) != {"container", "event"} or since > until:
+        raise Refused("policy", "events are asked for one container's oom events, filtered by both")
+    containers, events = filters["container"], filters["event"]
+    if isinstance(containers, dict):  # the engine also takes {"container": {"id": true}}
+        containers = [k for k, v in containers.items() if v]
+    if isinstance(events, dict):
+        events = [k for k, v in events.items() if v]
+    if (
+        not isinstance(containers, list) or len(containers) != 1 or events != ["oom"]
+        or not isinstance(containers[0], str) or not re.fullmatch(CONTAINER_ID, containers[0])
+    ):
+        raise Refused("policy", "events are asked for one container's oom events, filtered by both")
+    return containers[0]
+
+
+def events_target(prefix: str, query: str, container: str) -> str:
+    """The events request to send the engine: the asked span, filtered by the sandbox's full id."""
+    params = parse_qs(query)
+    filters = json.dumps({"container": [container], "event": ["oom"]})
+    span = {"since": params["since"][0], "until": params["until"][0]}
+    return f"{prefix}/events?" + urlencode({**span, "filters": filters})
 
 
 def is_sandbox(labels: dict[str, str] | None) -> bool:

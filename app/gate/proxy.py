@@ -311,6 +311,10 @@ class Gate:
                 self.sandboxes[json.loads(answer)["Id"]] = uid
 
             on_success = created
+        elif request.endpoint == "events":
+            assert request.container is not None
+            full = await self._resolve(upstream, request.container)
+            target = policy.events_target(target.partition("/events")[0], request.query, full)
         elif request.container is not None:
             full = await self._resolve(upstream, request.container)
             prefix, _, rest = target.partition("/containers/" + request.container)

@@ -8,8 +8,11 @@ the engine. A sandbox exactly as the executor makes it is the only thing that ge
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +22,14 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.executor.sandbox import COVER_TMPFS, DOCKER_MASKED_PATHS, container_options, create_container
+from app.executor.sandbox import (
+    COVER_TMPFS,
+    DOCKER_MASKED_PATHS,
+    Sandbox,
+    agent_job,
+    container_options,
+    create_container,
+)
 from app.languages import Registry
 from tests.runbox_client import Service
 
@@ -250,3 +260,63 @@ def test_a_real_sandbox_goes_through(runtime: str, gate: docker.DockerClient, do
     with pytest.raises(docker.errors.NotFound):
         gate.containers.get(container.id)
     assert httpx.get(docker_gate[0].url + "/readyz", timeout=10).status_code == 200
+
+
+HOG = """
+hoard = []
+while True:
+    hoard.append(bytearray(16 << 20))
+"""
+
+
+def gate_requests(gate_service: Service, endpoint: str) -> float:
+    for line in httpx.get(gate_service.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(f'runbox_gate_requests_total{{endpoint="{endpoint}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_sandbox_killed_for_its_memory_is_told_through_the_gate(
+    gate: docker.DockerClient, docker_gate: tuple[Service, str], outsider: Any
+) -> None:
+    """The engine's ``oom`` event of a sandbox reaches its executor: the one sign of an OOM kill
+    the container's state does not keep (the job's process, not the agent, was killed)."""
+    settings = Settings.from_env()
+    language = Registry.load(("python",), image_tag=settings.image_tag).get("python")
+    assert language is not None
+    limits = language.default_limits
+    sandbox = Sandbox(gate, language, limits, sandbox_options())
+    job = agent_job("gate-oom", language, limits, [{"name": "main.py", "content": HOG}], "", ())
+    for step in job["steps"]:
+        step.pop("watch_memory_kb")  # the agent would kill it at its limit, before the kernel
+        step.pop("warm", None)
+    before = gate_requests(docker_gate[0], "events")
+
+    async def run() -> tuple[list[dict[str, Any]], bool]:
+        await sandbox.start()
+        try:
+            messages = [message async for message in sandbox.run(job, 60)]
+            return messages, await sandbox.oom_killed()
+        finally:
+            await sandbox.destroy()
+
+    messages, out_of_memory = asyncio.run(run())
+    assert messages and messages[-1]["t"] == "done", messages
+    assert out_of_memory
+    assert gate_requests(docker_gate[0], "events") > before
+    # Only that: one sandbox's oom events over a closed span, never another container's or the host's.
+    now = time.time()
+
+    def events(**params: Any) -> Any:
+        if "filters" in params:
+            params["filters"] = json.dumps(params["filters"])
+        return gate.api._result(gate.api._get(gate.api._url("/events"), params={"since": now - 60, **params}))
+
+    for params in (
+        {"until": now, "filters": {"container": [outsider.id], "event": ["oom"]}},
+        {"until": now, "filters": {"event": ["oom"]}},
+        {"filters": {"container": [outsider.id], "event": ["oom"]}},
+        {"until": now, "filters": {"container": [outsider.id], "event": ["oom", "die"]}},
+        {"until": now, "filters": {"container": [outsider.id], "event": ["oom"], "type": ["container"]}},
+    ):
+        assert_refused(lambda asked=params: events(**asked), docker_gate)
