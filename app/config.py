@@ -81,6 +81,10 @@ class Settings:
     gate_socket: str = "/run/runbox/gate.sock"  # where the gate listens ("" for none)
     gate_tcp: str = ""  # and/or host:port, loopback only
     gate_socket_gid: int = -1  # group given the gate's socket (mode 0660); -1 keeps the gate's own
+    # Where executors offer each sandbox's agent a socket (a directory per sandbox, mounted
+    # read-only): job data then bypasses the engine. The same path on the host, the executor
+    # and the gate; empty: the container's attach stream through the engine.
+    agent_socket_dir: str = "/run/runbox/agents"
     runtime: str = "runc"
     gvisor_runtime: str = "runbox-runsc"  # the engine's name for the gVisor that serves RUNBOX_RUNTIME=runsc
     runtime_overrides: tuple[str, ...] = ()  # "language=runtime" pairs

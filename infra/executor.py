@@ -39,6 +39,9 @@ class ExecutorArgs:
     gvisor_runtime: str = Settings.gvisor_runtime  # the engine's name for ``runsc`` (RUNBOX_GVISOR_RUNTIME)
     gate_dir: str = "/run/runbox-gate"  # on the host: the directory of the gate's socket
     docker_url: str = "unix:///run/runbox/gate.sock"  # the gate's socket, as the executor sees it
+    # Agent sockets: the same path on the host and in the executor (the engine mounts the host's
+    # into each sandbox); it must be writable by the executor's user, else it uses attach streams.
+    agent_dir: str = "/run/runbox-agents"
     # The host's group owning the gate's socket: the executor runs as the image's user with that
     # group added. None runs it as root instead (still unprivileged, no capabilities).
     docker_gid: int | None = None
@@ -98,6 +101,7 @@ class Executor(pulumi.ComponentResource):
                     "RUNBOX_RUNTIME": runtime,
                     "RUNBOX_GVISOR_RUNTIME": args.gvisor_runtime,
                     "RUNBOX_DOCKER_URL": args.docker_url,
+                    "RUNBOX_AGENT_SOCKET_DIR": args.agent_dir,
                     "RUNBOX_LOG_LEVEL": args.log_level,
                 },
                 secret,
@@ -114,7 +118,8 @@ class Executor(pulumi.ComponentResource):
                     volumes=[
                         docker.ContainerVolumeArgs(
                             host_path=args.gate_dir, container_path=GATE_DIR_IN_CONTAINER, read_only=True
-                        )
+                        ),
+                        docker.ContainerVolumeArgs(host_path=args.agent_dir, container_path=args.agent_dir),
                     ],
                     ports=ports,
                     networks_advanced=[

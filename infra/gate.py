@@ -35,6 +35,7 @@ class GateArgs:
     network: pulumi.Input[str]  # the internal backend network (metrics only)
     docker_socket: str = "/var/run/docker.sock"  # the engine's, on the host
     socket_dir: str = "/run/runbox-gate"  # on the host: where the gate's socket appears for executors
+    agent_dir: str = "/run/runbox-agents"  # on the host: agent sockets, the one host path a sandbox may mount
     # The host's group owning the engine's socket: the gate runs as the image's user with that
     # group added and gives its own socket to the same group (the executors get it too).
     # None runs it as root (still without capabilities).
@@ -61,6 +62,7 @@ class Gate(pulumi.ComponentResource):
     name: str
     docker_url: str
     socket_dir: str
+    agent_dir: str
     metrics_targets: list[str]
 
     def __init__(self, name: str, args: GateArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -68,6 +70,7 @@ class Gate(pulumi.ComponentResource):
         self.name = f"{args.prefix}-{name}"
         self.docker_url = f"unix://{GATE_SOCKET}"
         self.socket_dir = args.socket_dir
+        self.agent_dir = args.agent_dir
         if args.docker_gid is None:
             identity: dict[str, Any] = {"user": "0:0"}
             variables: dict[str, str] = {}
@@ -83,6 +86,7 @@ class Gate(pulumi.ComponentResource):
             "RUNBOX_GATE_SOCKET": GATE_SOCKET,
             "RUNBOX_ENGINE_URL": f"unix://{ENGINE_SOCKET_IN_CONTAINER}",
             "RUNBOX_GVISOR_RUNTIME": args.gvisor_runtime,
+            "RUNBOX_AGENT_SOCKET_DIR": args.agent_dir,
             "RUNBOX_LOG_LEVEL": args.log_level,
         })
         # The only secret the gate holds is the metrics token; the engine's socket is its real power.

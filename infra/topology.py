@@ -240,6 +240,7 @@ def build(cfg: InfraConfig) -> Deployment:
                     runtimes=mine,
                     gate_dir=gate.socket_dir,
                     docker_url=gate.docker_url,
+                    agent_dir=gate.agent_dir,
                     docker_gid=cfg.docker_gid,
                     gvisor_runtime=cfg.gvisor_runtime,
                     amqp_prefix=cfg.amqp_prefix,

@@ -46,7 +46,9 @@ fi
 # current gVisor, Debian 13's, as "runbox-runsc" (RUNBOX_GVISOR_RUNTIME): its binary is taken
 # from the trixie package with apt's own tools, through a package list kept apart from the
 # system's (nothing of trixie is ever installed or upgraded), and run with --oci-seccomp so
-# the project's seccomp profile is enforced inside gVisor too.
+# the project's seccomp profile is enforced inside gVisor too, and --host-uds=open so that a
+# sandbox's agent can connect to the socket its executor offers in the one directory the
+# sandbox mounts (RUNBOX_AGENT_SOCKET_DIR; the gate refuses any other mount of the host).
 apt_install runsc iptables ca-certificates curl
 GVISOR_DIR=/usr/local/lib/runbox
 GVISOR_VERSION="0.0~20240729"
@@ -84,7 +86,7 @@ if os.path.exists(path):
 runtimes = cfg.setdefault("runtimes", {})
 want = {
     "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]},
-    "runbox-runsc": {"path": gvisor, "runtimeArgs": ["--network=none", "--oci-seccomp"]},
+    "runbox-runsc": {"path": gvisor, "runtimeArgs": ["--network=none", "--oci-seccomp", "--host-uds=open"]},
 }
 if all(runtimes.get(name) == spec for name, spec in want.items()):
     sys.exit(0)

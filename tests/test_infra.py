@@ -284,8 +284,13 @@ def test_only_the_gate_mounts_the_docker_socket(program: Program) -> None:
     for executor in executors:
         # The executor reaches the engine only through the gate's socket, in a read-only mount.
         assert env(executor)["RUNBOX_DOCKER_URL"] == "unix://" + env(gate)["RUNBOX_GATE_SOCKET"]
+        # ...and the host's directory of agent sockets at its own path, the one the gate lets
+        # each sandbox mount its own directory of (the engine resolves it on the host).
+        agents = env(gate)["RUNBOX_AGENT_SOCKET_DIR"]
+        assert env(executor)["RUNBOX_AGENT_SOCKET_DIR"] == agents
         assert executor.inputs["volumes"] == [
-            {"hostPath": socket_dir["hostPath"], "containerPath": "/run/runbox", "readOnly": True}
+            {"hostPath": socket_dir["hostPath"], "containerPath": "/run/runbox", "readOnly": True},
+            {"hostPath": agents, "containerPath": agents},
         ]
     assert not [v for v in gate.inputs["volumes"] if "runsc" in v["hostPath"] and not v.get("readOnly")]
     # The gate's API is on its socket, never on a network: no published port, the backend only.

@@ -14,7 +14,16 @@ import pytest
 from app import seccomp
 from app.config import ConfigError, Settings, hash_key
 from app.events import JobRecord
-from app.executor.sandbox import GVISOR_COVERS, MASKED_PATHS, Uids, agent_job, container_options
+from app.executor.sandbox import (
+    AGENT_MOUNT,
+    GVISOR_COVERS,
+    MASKED_PATHS,
+    Uids,
+    agent_directory,
+    agent_job,
+    container_options,
+    usable_agent_root,
+)
 from app.executor.slots import FairSlots
 from app.gateway.judge0.contract import judge0_languages
 from app.gateway.output import compile_failed
@@ -99,6 +108,19 @@ def test_container_options_harden_every_sandbox(python) -> None:
     assert all("size=" in v and "nosuid" in v for v in opts["tmpfs"].values())
     assert opts["log_config"].type == "none"
     assert opts["stop_signal"] == "SIGKILL"  # an engine shutting down does not wait on sandboxes
+
+
+def test_a_sandbox_mounts_only_its_own_agent_socket_directory(python, tmp_path) -> None:
+    opts = container_options(python, Limits(), runtime="runc", executor_id="ex1", cpus=1.0, uid=200123,
+                             agent_root=str(tmp_path))
+    ((source, mount),) = opts["volumes"].items()
+    assert mount == {"bind": AGENT_MOUNT, "mode": "ro"}
+    assert source == agent_directory(str(tmp_path), "ex1", 200123) and os.path.dirname(source) == str(tmp_path)
+    assert source != agent_directory(str(tmp_path), "ex2", 200123) != agent_directory(str(tmp_path), "ex1", 200124)
+    # An executor that cannot make the directories there drives its sandboxes through the engine.
+    assert usable_agent_root(str(tmp_path)) == str(tmp_path)
+    (tmp_path / "file").write_text("")
+    assert usable_agent_root(str(tmp_path / "file")) == ""
 
 
 def test_sandbox_uids_are_distinct_and_come_back() -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -70,11 +71,12 @@ def _owner_gone(owner: str, space: str | None) -> bool:
     return False
 
 
-def remove_orphans(client: docker.DockerClient, executor_id: str) -> int:
+def remove_orphans(client: docker.DockerClient, executor_id: str, agent_root: str = "") -> int:
     """Remove sandboxes left by an earlier executor of this name, or by a dead process beside this one.
 
     Executor names are unique per process by default, so a killed executor's successor has
     another name; the owner label (host, pid namespace and pid) still lets it clean up after it.
+    Their agent socket directories (under ``agent_root``) go with them.
     """
     space = _process_space()
     removed = 0
@@ -86,6 +88,10 @@ def remove_orphans(client: docker.DockerClient, executor_id: str) -> int:
             with contextlib.suppress(*ENGINE_ERRORS):
                 container.remove(force=True)
                 removed += 1
+            for mount in container.attrs.get("Mounts") or []:
+                source = str(mount.get("Source") or "")
+                if agent_root and os.path.dirname(source) == agent_root.rstrip("/"):
+                    shutil.rmtree(source, ignore_errors=True)
     return removed
 
 

@@ -112,8 +112,10 @@ class Pool:
         client: docker.DockerClient,
         metrics: Metrics,
         budget: Budget,
+        agent_root: str = "",
     ) -> None:
         self.language = language
+        self.agent_root = agent_root  # usable_agent_root(RUNBOX_AGENT_SOCKET_DIR); "": attach streams
         self.settings = settings
         self.client = client
         self.metrics = metrics
@@ -175,6 +177,7 @@ class Pool:
             executor_id=self.settings.executor_id,
             cpus=self.settings.sandbox_cpus,
             uid=uid,
+            agent_root=self.agent_root,
         )
         # Host, pid namespace and pid of this process: lets a successor beside it remove what it leaves behind.
         owner = owner_label()

@@ -2,18 +2,26 @@
 
 Every limit and hardening flag is set in :func:`container_options`, one pure function the
 unit tests check. The container's PID 1 is the agent (``sandbox_images/agent``); we talk to
-it over the container's attached stdin/stdout, so a job never pays for ``docker exec`` and
-the executor never touches a job's files from the host side.
+it over a Unix socket the executor offers in a directory mounted read-only into the sandbox
+(``RUNBOX_AGENT_SOCKET_DIR``), taken by the agent before any job runs and removed at once,
+or, without that directory, over the container's attached stdin/stdout. Either way a job
+never pays for ``docker exec`` and the executor never touches a job's files from the host
+side; the socket also keeps every job's bytes off the engine, its shim and the gate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import os
 import random
 import secrets
+import shutil
+import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,6 +48,8 @@ GVISOR_THREADS = 4096
 TMP_MB = 64
 SHM_MB = 16
 GREETING_TIMEOUT_S = 30.0
+AGENT_MOUNT = "/run/runbox-agent"  # the sandbox's view of its socket directory (the agent knows it too)
+AGENT_SOCKET = "agent.sock"
 STDIN_WAIT_S = 5.0  # input may arrive just before the job it is for is written to the agent
 # The longest line the agent ever writes (a 1 MiB output chunk or compile log, JSON-escaped).
 MAX_AGENT_LINE = 32 * 1024 * 1024
@@ -129,11 +139,14 @@ def container_options(
     cpus: float,
     uid: int,
     engine_runtime: str | None = None,
+    agent_root: str = "",
 ) -> dict[str, Any]:
     """Docker create options for a sandbox: every limit and hardening flag, in one place.
 
     ``runtime`` is runbox's name (``runc`` or ``runsc``), ``engine_runtime`` the engine's name
-    for it (:meth:`Settings.engine_runtime`), ``uid`` the sandbox's own host uid (:class:`Uids`).
+    for it (:meth:`Settings.engine_runtime`), ``uid`` the sandbox's own host uid (:class:`Uids`),
+    ``agent_root`` where the executor offers agents their sockets (``RUNBOX_AGENT_SOCKET_DIR``;
+    empty: the attach stream), the sandbox's own directory of it mounted read-only.
 
     - no network at all, so no route to the broker, the host or anything else;
     - a host uid of its own, non-root, every capability dropped, no-new-privileges (setuid
@@ -152,7 +165,7 @@ def container_options(
     }
     if runtime == "runsc":
         tmpfs.update({path: COVER_TMPFS for path in GVISOR_COVERS})
-    return {
+    options: dict[str, Any] = {
         "image": language.image,
         "user": f"{uid}:{uid}",
         "stdin_open": True,
@@ -185,6 +198,19 @@ def container_options(
             "runbox.uid": str(uid),
         },
     }
+    if agent_root:
+        options["volumes"] = {agent_directory(agent_root, executor_id, uid): {"bind": AGENT_MOUNT, "mode": "ro"}}
+    return options
+
+
+def agent_directory(root: str, executor_id: str, uid: int) -> str:
+    """The host directory holding a sandbox's agent socket: one per executor and sandbox uid.
+
+    Named by a digest of the executor's name (any name is a safe path) and the uid, which the
+    gate keeps unique among live sandboxes, so the gate can check a create's bind exactly.
+    """
+    tag = hashlib.sha256(executor_id.encode()).hexdigest()[:16]
+    return os.path.join(root, f"{tag}-{uid}")
 
 
 def create_container(client: docker.DockerClient, options: dict[str, Any]) -> Any:
@@ -344,26 +370,64 @@ class Sandbox:
     def alive(self) -> bool:
         return self._pump is not None and not self._pump.done()
 
+    @property
+    def agent_dir(self) -> str | None:
+        """The host directory of this sandbox's agent socket, if it is offered one."""
+        return next(iter(self.options.get("volumes") or {}), None)
+
     async def start(self) -> None:
-        """Create, attach, start, and wait for the agent's first ``ready``."""
+        """Create, start, connect (the agent's socket, else an attach), and wait for the first ``ready``."""
+        directory = self.agent_dir
+        listener: socket.socket | None = None
         try:
+            if directory is not None:
+                listener = await asyncio.to_thread(listen_for_agent, directory)
             self.container = await asyncio.to_thread(create_container, self.client, self.options)
-            self._sock = await asyncio.to_thread(
-                self.container.attach_socket, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
-            raw = getattr(self._sock, "_sock", self._sock)
-            raw.setblocking(False)
-            self._reader, self._writer = await asyncio.open_connection(sock=raw, limit=1 << 24)
-            self._pump = asyncio.create_task(self._demux(), name=f"sandbox-{self.short_id}")
-            await asyncio.to_thread(self.container.start)
+            if listener is None:
+                self._sock = await asyncio.to_thread(
+                    self.container.attach_socket, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+                )
+                raw = getattr(self._sock, "_sock", self._sock)
+                raw.setblocking(False)
+                self._reader, self._writer = await asyncio.open_connection(sock=raw, limit=1 << 24)
+                self._pump = asyncio.create_task(self._demux(), name=f"sandbox-{self.short_id}")
+                await asyncio.to_thread(self.container.start)
+            else:
+                await asyncio.to_thread(self.container.start)
+                channel = await self._accept_agent(listener)
+                close_listener(listener)
+                listener = None
+                self._reader, self._writer = await asyncio.open_unix_connection(sock=channel, limit=1 << 24)
+                self._pump = asyncio.create_task(self._relay(), name=f"sandbox-{self.short_id}")
             greeting = await asyncio.wait_for(self._next(), GREETING_TIMEOUT_S)
-        except (TimeoutError, docker.errors.DockerException, OSError) as exc:
+        except (TimeoutError, docker.errors.DockerException, OSError, SandboxError) as exc:
             await self.destroy()
             raise SandboxError(f"cannot start a {self.language.key} sandbox: {exc!r}") from exc
+        finally:
+            if listener is not None:
+                close_listener(listener)
         if greeting is None or greeting.get("t") != "ready" or not greeting.get("clean"):
             await self.destroy()
             raise SandboxError(f"sandbox agent did not start cleanly: {greeting!r}")
         self._tokens = bool(greeting.get("tokens"))
+
+    async def _accept_agent(self, listener: socket.socket) -> socket.socket:
+        """The agent's connection; a sandbox that ends first, or never connects, fails at once."""
+        loop = asyncio.get_running_loop()
+        end = time.monotonic() + GREETING_TIMEOUT_S
+        while True:
+            try:
+                async with asyncio.timeout(1.0):
+                    channel, _ = await loop.sock_accept(listener)
+                    return channel
+            except TimeoutError:
+                await asyncio.to_thread(self.container.reload)
+                if self.container.status != "running" or time.monotonic() > end:
+                    raise SandboxError(
+                        f"the sandbox's agent did not connect to its socket in {self.agent_dir}: the directory"
+                        " must be the same path on the engine's host (RUNBOX_AGENT_SOCKET_DIR), and gVisor"
+                        " must run with --host-uds=open"
+                    ) from None
 
     def _tamper(self, why: str) -> None:
         """A line the agent did not write: the job reached the control channel; drop the container."""
@@ -371,12 +435,19 @@ class Sandbox:
         self.tampered = True
         self.dirty = True
 
-    async def _demux(self) -> None:
-        """Split Docker's multiplexed attach stream; stdout carries the agent's JSON lines.
+    async def _relay(self) -> None:
+        """The agent's JSON lines from its socket, which nothing but the agent can write to."""
+        assert self._reader is not None
+        try:
+            while not self.tampered and (data := await self._reader.read(1 << 16)):
+                self._feed(data)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._lines.put_nowait(None)
 
-        Every line must parse and, once a job was sent, carry that job's token; anything else
-        ends the stream (the job fails, the container is removed, never reused).
-        """
+    async def _demux(self) -> None:
+        """Split Docker's multiplexed attach stream; stdout carries the agent's JSON lines."""
         assert self._reader is not None
         try:
             while not self.tampered:
@@ -384,29 +455,7 @@ class Sandbox:
                 size = int.from_bytes(header[4:8], "big")
                 payload = await self._reader.readexactly(size)
                 if header[0] == 1:
-                    *lines, rest = payload.split(b"\n")
-                    if lines and self._partial:
-                        lines[0] = b"".join(self._partial) + lines[0]
-                        self._partial, self._partial_len = [], 0
-                    if rest:
-                        self._partial.append(rest)
-                        self._partial_len += len(rest)
-                        if self._partial_len > MAX_AGENT_LINE:
-                            self._tamper("an endless line")
-                    for line in lines:
-                        if not line or self.tampered:
-                            continue
-                        try:
-                            message = json.loads(line)
-                        except ValueError:
-                            self._tamper("a garbled line")
-                            continue
-                        if not isinstance(message, dict) or (
-                            self._token is not None and message.get("k") != self._token
-                        ):
-                            self._tamper("a line without the job's token")
-                            continue
-                        self._lines.put_nowait(message)
+                    self._feed(payload)
                 elif header[0] == 2:
                     # The agent's own stderr is /dev/null once it has started; bytes here were
                     # written by the job (gVisor lets it open /proc/1/fd/2), or the agent died.
@@ -420,6 +469,34 @@ class Sandbox:
             pass
         finally:
             self._lines.put_nowait(None)
+
+    def _feed(self, payload: bytes) -> None:
+        """Queue the complete lines in ``payload``; keep the partial one.
+
+        Every line must parse and, once a job was sent, carry that job's token; anything else
+        ends the stream (the job fails, the container is removed, never reused).
+        """
+        *lines, rest = payload.split(b"\n")
+        if lines and self._partial:
+            lines[0] = b"".join(self._partial) + lines[0]
+            self._partial, self._partial_len = [], 0
+        if rest:
+            self._partial.append(rest)
+            self._partial_len += len(rest)
+            if self._partial_len > MAX_AGENT_LINE:
+                self._tamper("an endless line")
+        for line in lines:
+            if not line or self.tampered:
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                self._tamper("a garbled line")
+                continue
+            if not isinstance(message, dict) or (self._token is not None and message.get("k") != self._token):
+                self._tamper("a line without the job's token")
+                continue
+            self._lines.put_nowait(message)
 
     async def _next(self) -> dict[str, Any] | None:
         return await self._lines.get()
@@ -584,19 +661,61 @@ class Sandbox:
         if self.container is not None:
             with contextlib.suppress(*ENGINE_ERRORS):
                 await asyncio.to_thread(self.container.remove, force=True)
+        if self.agent_dir is not None:
+            shutil.rmtree(self.agent_dir, ignore_errors=True)
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._pump
 
 
-def remove_leftovers(client: docker.DockerClient, executor_id: str) -> int:
-    """Remove sandbox containers left by an earlier executor of the same name (crashed or killed)."""
-    removed = 0
-    for container in client.containers.list(
-        all=True, filters={"label": ["runbox.role=sandbox", f"runbox.executor={executor_id}"]}
-    ):
-        with contextlib.suppress(docker.errors.DockerException):
-            container.remove(force=True)
-            removed += 1
-    return removed
+def usable_agent_root(root: str) -> str:
+    """``root`` when this process can make agent socket directories there, else "" (attach streams).
+
+    An executor that cannot (the host's directory not mounted into its container, another
+    user's directory) still runs its sandboxes, through the engine, and says so once.
+    """
+    if not root:
+        return ""
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(dir=root))
+    except OSError as exc:
+        log.warning(
+            "no agent sockets: sandboxes are driven through the engine's attach streams",
+            extra={"dir": root, "error": repr(exc)},
+        )
+        return ""
+    return root
+
+
+def listen_for_agent(directory: str) -> socket.socket:
+    """A listening socket in ``directory``, made afresh, for one sandbox's agent to connect to.
+
+    The directory is what the sandbox sees (read-only): readable and the socket connectable
+    by its uid; the parent stays the executor's alone, so no other host user reaches it.
+    """
+    os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.mkdir(directory)
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, AGENT_SOCKET)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        os.chmod(path, 0o666)
+        listener.listen(1)
+        listener.setblocking(False)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+def close_listener(listener: socket.socket) -> None:
+    """Stop listening and remove the socket: once the agent is connected no one else may connect."""
+    path = listener.getsockname()
+    listener.close()
+    if isinstance(path, str) and path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

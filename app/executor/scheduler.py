@@ -40,7 +40,7 @@ from app.executor.engine import ENGINE_ERRORS, EngineWatch, remove_orphans
 from app.executor.jobrun import JobRun
 from app.executor.pool import Budget, Pool
 from app.executor.runs import runs_begun
-from app.executor.sandbox import Sandbox, SandboxError, Uids, agent_job
+from app.executor.sandbox import Sandbox, SandboxError, Uids, agent_job, usable_agent_root
 from app.executor.slots import FairSlots
 from app.interactive import StdinRouter
 from app.judging import Judgement
@@ -152,15 +152,18 @@ class Executor:
         await self.engine.check()
         if self.engine.problem is None:
             try:
-                removed = await asyncio.to_thread(remove_orphans, self.client, self.settings.executor_id)
+                removed = await asyncio.to_thread(
+                    remove_orphans, self.client, self.settings.executor_id, self.settings.agent_socket_dir
+                )
             except ENGINE_ERRORS as exc:  # only housekeeping: never a reason not to start
                 log.warning("could not look for leftover sandboxes", extra={"error": repr(exc)})
             else:
                 if removed:
                     log.info("removed leftover sandboxes", extra={"count": removed})
         self.metrics.executor_slots.set(self.slots.capacity)
+        agent_root = await asyncio.to_thread(usable_agent_root, self.settings.agent_socket_dir)
         for language in self.registry:
-            pool = Pool(language, self.settings, self.client, self.metrics, self.budget)
+            pool = Pool(language, self.settings, self.client, self.metrics, self.budget, agent_root)
             self.pools[language.key] = pool
             self.engine.on_recovery(pool.wake)
             pool.start()

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlencode
 from app import seccomp
 from app.executor.sandbox import (
     AGENT_MEMORY_MB,
+    AGENT_MOUNT,
     AGENT_PROCESSES,
     COVER_TMPFS,
     GVISOR_COVERS,
@@ -28,6 +29,7 @@ from app.executor.sandbox import (
     MASKED_PATHS,
     SHM_MB,
     TMP_MB,
+    agent_directory,
 )
 from app.languages import Language
 
@@ -181,11 +183,14 @@ def check_create(
     images: dict[str, Language],
     runtimes: dict[str, str],
     uid_range: range,
+    agent_root: str = "",
 ) -> Sandbox:
     """Check a create body against the sandbox policy; return what it creates, or raise :class:`Refused`.
 
     ``images`` maps each allowed image to its language, ``runtimes`` each allowed engine
-    runtime name to runbox's name for it (``runc``/``runsc``), ``uid_range`` the sandbox uids.
+    runtime name to runbox's name for it (``runc``/``runsc``), ``uid_range`` the sandbox uids,
+    ``agent_root`` the directory of agent sockets (``RUNBOX_AGENT_SOCKET_DIR``): a sandbox may
+    mount its own directory there read-only, and nothing else of the host.
     """
     _require(isinstance(body, dict), "the create body must be a JSON object")
     config = _present(body)
@@ -224,8 +229,16 @@ def check_create(
     _require(config.pop("StopSignal", "SIGKILL") == "SIGKILL", "a sandbox is stopped with SIGKILL")
     for flag in ("AttachStdin", "AttachStdout", "AttachStderr"):
         _require(isinstance(config.pop(flag, False), bool), f"{flag} is a boolean")
+    volumes = config.pop("Volumes", {})
+    _require(volumes in ({}, {AGENT_MOUNT: {}}), f"a sandbox's only volume is {AGENT_MOUNT}")
     _require(not config, f"fields not allowed in a sandbox: {sorted(config)}")
 
+    binds = host.pop("Binds", [])
+    own = f"{agent_directory(agent_root, str(executor), uid)}:{AGENT_MOUNT}:ro" if agent_root else None
+    _require(
+        binds == [] or (own is not None and binds == [own]),
+        "a sandbox mounts nothing of the host but its own agent socket directory, read-only",
+    )
     runtime = host.pop("Runtime", "runc")
     _require(runtime in runtimes, f"runtime {runtime!r} is not an allowed sandbox runtime")
     _check_host(host, language, runtimes[runtime], uid)

@@ -300,7 +300,9 @@ class Gate:
         on_success: Callable[[bytes], None] | None = None
         if request.endpoint == "create":
             try:
-                sandbox = policy.check_create(json.loads(body or b"null"), self.images, self.runtimes, self.uids)
+                sandbox = policy.check_create(
+                    json.loads(body or b"null"), self.images, self.runtimes, self.uids, self.settings.agent_socket_dir
+                )
             except ValueError as exc:
                 raise policy.Refused("bad_request", "the create body is not JSON") from exc
             if sandbox.uid in self.sandboxes.values():

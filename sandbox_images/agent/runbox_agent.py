@@ -46,6 +46,7 @@ CHUNK = 65536
 PR_SET_DUMPABLE = 4
 
 OUT = sys.stdout.buffer
+EXECUTOR_SOCKET = "/run/runbox-agent/agent.sock"  # app/executor/sandbox.py: AGENT_MOUNT, AGENT_SOCKET
 # The current job's token, echoed in every message. Should a job ever open this process's
 # stdout (gVisor's /proc allowed it through /proc/1/fd before the tmpfs covered it) and write
 # lines of its own into the control channel,
@@ -246,6 +247,26 @@ def send(msg: dict) -> None:
         msg["k"] = TOKEN
     OUT.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
     OUT.flush()
+
+
+def connect_executor() -> None:
+    """Talk to the executor over the socket it offers in the sandbox's mount, where it does.
+
+    fd 0 and fd 1 become that connection (not inherited by anything the agent starts), so the
+    job messages and everything the agent reports go straight between executor and agent,
+    not through the engine, the shim and the gate. The executor takes one connection and
+    removes the socket at once: this one, made before any job runs.
+    """
+    if not os.path.exists(EXECUTOR_SOCKET):
+        return  # the container's attached stdin and stdout
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        channel.connect(EXECUTOR_SOCKET)
+    except OSError:
+        os._exit(4)  # the executor listens for this sandbox's agent alone: nothing else would answer
+    os.dup2(channel.fileno(), 0, inheritable=False)
+    os.dup2(channel.fileno(), 1, inheritable=False)
+    channel.close()
 
 
 def make_undumpable() -> None:
@@ -1072,7 +1093,7 @@ def scrub() -> str | None:
             pass
 
     left: list[str] = []
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": False}
+    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": False}
     for top in SCRUB_DIRS:
         if not os.path.isdir(top):
             continue
@@ -1094,7 +1115,7 @@ def scrub() -> str | None:
     # a good share of the agent's own CPU per job, for the few jobs that leave an object.
     sysv = sysv_counts()
     if any(sysv.values()) and shutil.which("ipcrm"):
-        subprocess.run(["ipcrm", "--all"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(["ipcrm", "--all"], **quiet)
         sysv = sysv_counts()
     if any(sysv.values()):
         left.append(f"System V objects {sysv}")
@@ -1137,6 +1158,7 @@ def close_stderr() -> None:
 def main() -> None:
     global TOKEN, BUSY
     make_undumpable()
+    connect_executor()
     close_stderr()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.umask(0o077)

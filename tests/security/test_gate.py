@@ -23,9 +23,11 @@ import pytest
 
 from app.config import Settings
 from app.executor.sandbox import (
+    AGENT_MOUNT,
     COVER_TMPFS,
     DOCKER_MASKED_PATHS,
     Sandbox,
+    agent_directory,
     agent_job,
     container_options,
     create_container,
@@ -98,8 +100,26 @@ def with_change(change: Callable[[Options], None]) -> Options:
     return options
 
 
+def agent_dir(options: Options, uid: int | None = None) -> str:
+    """The sandbox's own agent socket directory (another uid's with ``uid``)."""
+    labels = options["labels"]
+    uid = int(labels["runbox.uid"]) if uid is None else uid
+    return agent_directory(Settings.from_env().agent_socket_dir, labels["runbox.executor"], uid)
+
+
 # Each: one thing a compromised executor would add to an otherwise perfect sandbox.
 TAMPERED: dict[str, Callable[[Options], None]] = {
+    "agent_dir_writable": lambda o: o.update(volumes={agent_dir(o): {"bind": AGENT_MOUNT, "mode": "rw"}}),
+    "agent_dir_over_the_agent": lambda o: o.update(volumes={agent_dir(o): {"bind": "/opt/runbox", "mode": "ro"}}),
+    "agent_dir_of_another_uid": lambda o: o.update(
+        volumes={agent_dir(o, int(o["labels"]["runbox.uid"]) + 1): {"bind": AGENT_MOUNT, "mode": "ro"}}
+    ),
+    "agent_dir_and_more": lambda o: o.update(volumes={
+        agent_dir(o): {"bind": AGENT_MOUNT, "mode": "ro"}, "/etc": {"bind": "/host-etc", "mode": "ro"},
+    }),
+    "agent_dir_root": lambda o: o.update(
+        volumes={Settings.from_env().agent_socket_dir: {"bind": AGENT_MOUNT, "mode": "ro"}}
+    ),
     "privileged": lambda o: o.update(privileged=True),
     "bind_root": lambda o: o.update(volumes={"/": {"bind": "/host", "mode": "rw"}}),
     "mount_docker_socket": lambda o: o.update(volumes={"/var/run/docker.sock": {"bind": "/s", "mode": "rw"}}),

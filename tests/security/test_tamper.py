@@ -8,6 +8,8 @@ redelivery, no dead-lettering), and the container is replaced. The agent's stdin
 stderr are closed to a job on both runtimes (under gVisor by a tmpfs over ``/proc/1``);
 behind that, lines written into the agent's stdout would lack the job's token, lines written
 into its stdin the secret the previous job message announced, and its stderr is ``/dev/null``.
+Where the executor offers the agent a socket instead of the attach stream, that socket's
+directory is empty and read-only once the agent has connected, before any job runs.
 """
 
 from __future__ import annotations
@@ -124,6 +126,31 @@ print("planted")
         victim = t.run("python", 'print("victim ran")\n')
         assert victim["status"] == "completed", t.explain(victim)
         assert victim["result"]["stdout"] == "victim ran\n", t.explain(victim)
+    t.normal_job_works("python")
+
+
+@attack("agent_socket_python")
+def agent_socket(t: Target) -> None:
+    """The directory of the agent's socket is empty and read-only: no second connection, no impostor."""
+    source = """
+import os, socket
+print(sorted(os.listdir("/run/runbox-agent")))
+for what, path in (("connect", "/run/runbox-agent/agent.sock"), ("bind", "/run/runbox-agent/agent.sock")):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        getattr(s, what)(path)
+        print(what, "succeeded")
+    except OSError:
+        print(what, "refused")
+try:
+    open("/run/runbox-agent/agent.sock", "w")
+    print("create succeeded")
+except OSError:
+    print("create refused")
+"""
+    state = t.run("python", source)
+    assert state["status"] == "completed", t.explain(state)
+    assert state["result"]["stdout"] == "[]\nconnect refused\nbind refused\ncreate refused\n", t.explain(state)
     t.normal_job_works("python")
 
 
