@@ -11,7 +11,7 @@ import docker.errors
 
 from app import seccomp
 from app.config import Settings
-from app.executor.sandbox import AGENT_MEMORY_MB, GVISOR_COVERS, MASKED_PATHS
+from app.executor.sandbox import AGENT_MEMORY_MB, AGENT_MOUNT, GVISOR_COVERS, MASKED_PATHS, agent_directory
 from tests.security.conftest import SECRET, Target, sandbox_uid
 
 HOST_NAMESPACE_MODES = {"host"}
@@ -32,8 +32,15 @@ def assert_unprivileged(attrs: dict[str, Any]) -> None:
     assert host["NetworkMode"] == "none", name
     for mode in ("PidMode", "IpcMode", "UTSMode", "UsernsMode"):
         assert host.get(mode) not in HOST_NAMESPACE_MODES, (name, mode, host.get(mode))
-    assert not host.get("Binds") and not host.get("Mounts") and not host.get("VolumesFrom"), name
-    assert attrs["Mounts"] == [], (name, attrs["Mounts"])  # no bind mount, no volume
+    # No volume, no mount of the host but the sandbox's own agent socket directory, read-only.
+    labels = attrs["Config"]["Labels"]
+    root = Settings.from_env().agent_socket_dir
+    own = agent_directory(root, labels["runbox.executor"], int(labels["runbox.uid"]))
+    assert host.get("Binds") in (None, [], [f"{own}:{AGENT_MOUNT}:ro"]), (name, host.get("Binds"))
+    assert not host.get("Mounts") and not host.get("VolumesFrom"), name
+    assert [(m["Type"], m["Source"], m["Destination"], m["RW"]) for m in attrs["Mounts"]] in (
+        [], [("bind", own, AGENT_MOUNT, False)]
+    ), (name, attrs["Mounts"])
     assert not host.get("Devices"), name
     assert "docker.sock" not in json.dumps(attrs), name
     assert host["ReadonlyRootfs"] is True, name
