@@ -88,10 +88,10 @@ def remove_orphans(client: docker.DockerClient, executor_id: str, agent_root: st
             with contextlib.suppress(*ENGINE_ERRORS):
                 container.remove(force=True)
                 removed += 1
-            for mount in container.attrs.get("Mounts") or []:
-                source = str(mount.get("Source") or "")
-                if agent_root and os.path.dirname(source) == agent_root.rstrip("/"):
-                    shutil.rmtree(source, ignore_errors=True)
+                for mount in container.attrs.get("Mounts") or []:  # only once the sandbox is gone
+                    source = str(mount.get("Source") or "")
+                    if agent_root and os.path.dirname(source) == agent_root.rstrip("/"):
+                        shutil.rmtree(source, ignore_errors=True)
     return removed
 
 

@@ -51,6 +51,7 @@ TMPFS = re.compile(r"^rw,exec,nosuid,nodev,size=(\d+)m,uid=(\d+),gid=(\d+),mode=
 TMPFS_MAX_MB = {"/work": 1024, "/tmp": TMP_MB}
 ULIMITS_MAX = {"nofile": 4096, "core": 0}
 MAX_CPUS = 4.0
+EVENTS_CLOCK_SLACK_S = 5.0  # an events span may end this far past the gate's clock (executor and gate share a host)
 
 
 class Refused(Exception):
@@ -80,8 +81,8 @@ class Sandbox:
     executor: str
 
 
-def classify(method: str, target: str) -> Request:
-    """Map a request line onto an allowed endpoint, or refuse it."""
+def classify(method: str, target: str, now: float) -> Request:
+    """Map a request line onto an allowed endpoint, or refuse it (``now``: the gate's clock)."""
     path, _, query = target.partition("?")
     path = VERSION_PREFIX.sub("", path)
     if method in ("GET", "HEAD") and path == "/_ping":
@@ -100,7 +101,7 @@ def classify(method: str, target: str) -> Request:
         check_list_query(query)
         return Request("list", query=query)
     if method == "GET" and path == "/events":
-        return Request("events", check_events_query(query), query)
+        return Request("events", check_events_query(query, now), query)
     match = re.fullmatch(rf"/containers/({CONTAINER_ID})(?:/([a-z]+))?", path)
     if match:
         container, action = match[1], match[2]
@@ -128,16 +129,19 @@ def check_list_query(query: str) -> None:
         raise Refused("policy", "a container list must be filtered by label runbox.role=sandbox")
 
 
-def check_events_query(query: str) -> str:
+def check_events_query(query: str, now: float) -> str:
     """The container whose events are asked for: only ``oom`` events of one container, from ``since``
-    to ``until`` (so the answer ends at once rather than streaming the host's activity)."""
+    to ``until`` no later than ``now`` (so the answer ends at once rather than streaming the
+    host's activity, or holding a connection open until a far ``until``)."""
     params = parse_qs(query)
     try:
         since, until = (float(params[name][0]) for name in ("since", "until"))
         filters = json.loads(params.get("filters", ["{}"])[0])
     except (KeyError, ValueError) as exc:
         raise Refused("policy", "events are asked for with since, until and filters") from exc
-    if not isinstance(filters, dict) or set(filters) != {"container", "event"} or since > until:
+    if not since <= until <= now + EVENTS_CLOCK_SLACK_S:  # also refuses NaN
+        raise Refused("policy", "events are asked for over a span that has ended")
+    if not isinstance(filters, dict) or set(filters) != {"container", "event"}:
         raise Refused("policy", "events are asked for one container's oom events, filtered by both")
     containers, events = filters["container"], filters["event"]
     if isinstance(containers, dict):  # the engine also takes {"container": {"id": true}}

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -216,7 +217,7 @@ class Gate:
                     self._refuse(conn, writer, policy.Refused("bad_request", "request body over 1 MiB"))
                     return
                 try:
-                    request = policy.classify(event.method.decode(), event.target.decode())
+                    request = policy.classify(event.method.decode(), event.target.decode(), time.time())
                     self.metrics.gate_requests.labels(request.endpoint).inc()
                     if request.endpoint == "runtimes":
                         self._answer(conn, writer, 200, self.versions)

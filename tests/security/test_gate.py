@@ -338,5 +338,7 @@ def test_a_sandbox_killed_for_its_memory_is_told_through_the_gate(
         {"filters": {"container": [outsider.id], "event": ["oom"]}},
         {"until": now, "filters": {"container": [outsider.id], "event": ["oom", "die"]}},
         {"until": now, "filters": {"container": [outsider.id], "event": ["oom"], "type": ["container"]}},
+        {"until": now + 3600, "filters": {"container": [sandbox.container.id], "event": ["oom"]}},
+        {"until": "nan", "filters": {"container": [sandbox.container.id], "event": ["oom"]}},
     ):
         assert_refused(lambda asked=params: events(**asked), docker_gate)
