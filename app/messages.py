@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
+from app import jsoncodec
 from app.languages import Limits
 from app.result import Result
 
@@ -114,12 +114,11 @@ class Job:
     compile_limits: dict[str, float] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        data = asdict(self)
-        return json.dumps(data, separators=(",", ":")).encode()
+        return jsoncodec.dumps(self)
 
     @classmethod
     def decode(cls, body: bytes) -> Job:
-        data = json.loads(body)
+        data = jsoncodec.loads(body)
         return cls(
             id=data["id"],
             language=data["language"],
@@ -162,16 +161,16 @@ class Event:
         return (self.attempt, self.n)
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return jsoncodec.dumps(self)
 
     @classmethod
     def decode(cls, body: bytes) -> Event:
-        return cls(**json.loads(body))
+        return cls(**jsoncodec.loads(body))
 
     @classmethod
     def decode_many(cls, body: bytes) -> list[Event]:
         """The events of one stream message: one object, or a list of them published together."""
-        data = json.loads(body)
+        data = jsoncodec.loads(body)
         return [cls(**item) for item in data] if isinstance(data, list) else [cls(**data)]
 
 

@@ -394,6 +394,26 @@ def test_a_short_jobs_events_go_out_as_one_message_and_read_back_in_order() -> N
     assert [[e.name for e in m] for m in asyncio.run(scenario(0))] == [["started"], ["stdout"], ["result"]]
 
 
+def test_jobs_and_events_read_back_as_they_were_sent_whatever_json_path_they_take() -> None:
+    from app.messages import Job, SourceFile
+
+    # A Judge0 file's undecodable bytes travel as surrogate escapes, which orjson refuses.
+    binary = b"\x7fELF\xff\xfe".decode("utf-8", "surrogateescape")
+    plain = Job(id="j1", language="python", source="print('h\u00e9')", limits=Limits(), args=("a", "\u2028"),
+                files=(SourceFile("data.txt", "caf\u00e9"),), compile_limits={"timeout_s": 2.5})
+    escaped = Job(id="j2", language="c", source="int main(){}", limits=Limits(), files=(SourceFile("x.bin", binary),),
+                  stdin=binary)
+    for job in (plain, escaped):
+        assert Job.decode(job.encode()) == job
+    assert escaped.encode().isascii()  # the standard library's path, its escapes ASCII
+    assert Job.decode(escaped.encode()).files[0].content.encode("utf-8", "surrogateescape") == b"\x7fELF\xff\xfe"
+    events = [Event(job="j1", name="stdout", data={"data": "h\u00e9 \U0001f600\n", "attempt": 1}, attempt=1, n=1),
+              Event(job="j1", name="result", data={"status": "completed", "exit_code": 0, "ratio": 1e-05}, n=2)]
+    body = b"[" + b",".join(e.encode() for e in events) + b"]"
+    assert Event.decode_many(body) == events
+    assert json.loads(body)[0]["data"] == events[0].data  # plain JSON to any other reader
+
+
 def test_started_waits_for_the_next_event_unless_the_job_is_interactive() -> None:
     from app.executor.jobrun import STARTED_HOLD_S, JobRun
     from app.messages import Job

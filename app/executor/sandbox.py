@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import random
@@ -30,7 +29,7 @@ import docker
 import docker.errors
 from docker.types import LogConfig, Ulimit
 
-from app import seccomp
+from app import jsoncodec, seccomp
 from app.executor.engine import ENGINE_ERRORS, engine_problem
 from app.languages import Language, Limits
 
@@ -489,7 +488,7 @@ class Sandbox:
             if not line or self.tampered:
                 continue
             try:
-                message = json.loads(line)
+                message = jsoncodec.loads(line)
             except ValueError:
                 self._tamper("a garbled line")
                 continue
@@ -509,7 +508,7 @@ class Sandbox:
             self._token = payload.get("token")
         payload = {**payload, "auth": self._next_auth, "next": secrets.token_hex(16)}
         self._next_auth = payload["next"]
-        self._writer.write(json.dumps(payload, separators=(",", ":")).encode() + b"\n")
+        self._writer.write(jsoncodec.dumps(payload) + b"\n")
         self._job_id = payload.get("id")
         self.memory_high = False
         self._job_sent.set()
@@ -575,8 +574,7 @@ class Sandbox:
             raise SandboxError("the job is not running in this sandbox")
         if self._writer is None or self._writer.is_closing():
             raise SandboxError("the sandbox is gone")
-        line = json.dumps(message, separators=(",", ":"))
-        self._writer.write(line.encode() + b"\n")
+        self._writer.write(jsoncodec.dumps(message) + b"\n")
         try:
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from app import jsoncodec
 from app.messages import Event, JobState, iso_time
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -12,8 +12,7 @@ KEEPALIVE = b": keep-alive\n\n"
 
 def encode(seq: int, name: str, data: dict[str, Any]) -> bytes:
     """One SSE message; JSON never holds a raw newline, so ``data`` fits on one line."""
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"id: {seq}\nevent: {name}\ndata: {payload}\n\n".encode()
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name.encode(), jsoncodec.dumps(data))
 
 
 def public_data(event: Event, state: JobState) -> dict[str, Any]:
